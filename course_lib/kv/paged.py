@@ -1,0 +1,97 @@
+"""Paged KV storage (Day 5): K and V live in fixed-size blocks; a block table maps each sequence's
+logical block i to a physical block id, so memory is claimed a block at a time as a sequence grows.
+
+    k_cache[layer]: (num_blocks, block_size, kv_heads, head_dim)
+    sequence with block_table [7, 2, 9], block_size 4, 10 tokens:
+        positions 0-3 -> block 7, 4-7 -> block 2, 8-9 -> block 9 (slots 2-3 of it still free)
+    slot of position p = block_table[p // block_size] * block_size + p % block_size
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..config import ModelConfig
+from ..layers.attention import causal_mask, sdpa
+
+
+class PagedKVCache:
+    """One (2, num_blocks, block_size, KVH, D) tensor per layer: index 0 holds K, 1 holds V."""
+
+    def __init__(self, cfg: ModelConfig, num_blocks: int, block_size: int, device="cpu",
+                 dtype=torch.float32):
+        self.num_blocks, self.block_size = num_blocks, block_size
+        self.kv = torch.zeros(cfg.num_layers, 2, num_blocks, block_size, cfg.num_kv_heads,
+                              cfg.head_dim, device=device, dtype=dtype)
+
+    @property
+    def nbytes(self) -> int:
+        return self.kv.nbytes
+
+    def layer(self, i: int):
+        return self.kv[i, 0], self.kv[i, 1]       # each (num_blocks, block_size, KVH, D)
+
+
+def paged_attention_ref(q, k_cache, v_cache, block_tables, seq_lens, query_start_loc,
+                        scale: float | None = None):
+    """Attention of varlen queries over paged keys/values: the slow, obviously-correct reference.
+
+    Args:
+        q: (N, H, D) queries of all sequences, concatenated.
+        k_cache, v_cache: (num_blocks, block_size, KVH, D); this step's K/V are already written.
+        block_tables: (B, max_blocks) int, physical block ids (padding entries are never read).
+        seq_lens: (B,) context length of each sequence, this step's tokens included.
+        query_start_loc: (B + 1,) offsets of each sequence's queries in q.
+    Returns:
+        (N, H, D). Query j of a sequence with q_len queries and seq_len keys sits at position
+        seq_len - q_len + j and attends to keys 0..that position (prefill, decode, chunked prefill and
+        a cached prefix are all this one case).
+    """
+    out = torch.empty_like(q)
+    bs = k_cache.shape[1]
+    starts, lens = query_start_loc.tolist(), seq_lens.tolist()
+    for i, L in enumerate(lens):
+        q_i = q[starts[i]:starts[i + 1]]                               # (q_len, H, D)
+        n_blocks = -(-L // bs)
+        blocks = block_tables[i, :n_blocks].long()
+        k = k_cache[blocks].flatten(0, 1)[:L]                          # (L, KVH, D)
+        v = v_cache[blocks].flatten(0, 1)[:L]
+        mask = None if q_i.shape[0] == 1 else causal_mask(q_i.shape[0], L, q.device)
+        out[starts[i]:starts[i + 1]] = sdpa(q_i[None], k[None], v[None], mask=mask)[0] \
+            if scale is None else _scaled(q_i, k, v, mask, scale)
+    return out
+
+
+def _scaled(q, k, v, mask, scale):
+    from torch.nn import functional as F
+    q, k, v = (t[None].transpose(1, 2) for t in (q, k, v))           # (1, heads, T, D)
+    o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale,
+                                       enable_gqa=q.shape[1] != k.shape[1])
+    return o.transpose(1, 2)[0]
+
+
+@dataclass
+class PagedAttentionContext:
+    """Everything one engine step's attention needs, built by the model runner (one per step).
+
+    The model is called with input_ids of shape (1, N): all sequences' new tokens side by side.
+    """
+    cache: PagedKVCache
+    slot_mapping: torch.Tensor       # (N,) where each new token's K/V goes
+    block_tables: torch.Tensor       # (B, max_blocks)
+    seq_lens: torch.Tensor           # (B,)
+    query_start_loc: torch.Tensor    # (B + 1,)
+    attention_fn: object = paged_attention_ref
+
+    def attend(self, layer_idx: int, q, k, v):
+        k_cache, v_cache = self.cache.layer(layer_idx)
+        # Write first, then read: the new tokens attend to themselves through the cache.
+        k_cache.view(-1, *k_cache.shape[2:])[self.slot_mapping] = k[0]   # (N, KVH, D) into slots
+        v_cache.view(-1, *v_cache.shape[2:])[self.slot_mapping] = v[0]
+        out = self.attention_fn(q[0], k_cache, v_cache, self.block_tables, self.seq_lens,
+                                self.query_start_loc)
+        return out[None]                                               # (1, N, H, D)
+
+    def commit(self, num_tokens: int) -> None:
+        pass   # the block manager, not the cache, tracks how many positions each sequence has

@@ -1,0 +1,76 @@
+"""The Llama family in plain PyTorch: SmolLM2, Llama 2/3, Qwen2 (qkv bias), Qwen3 (q/k norm).
+
+    tokens -> embed -> [ RMSNorm -> attention -> +residual -> RMSNorm -> SwiGLU -> +residual ] x L
+           -> RMSNorm -> lm_head -> logits
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import ModelConfig
+from ..layers.attention import Attention
+from ..layers.mlp import SwiGLU
+from ..layers.norm import RMSNorm
+from ..layers.rotary import RotaryEmbedding
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg: ModelConfig, layer_idx: int):
+        super().__init__()
+        self.input_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.attn = Attention(cfg, layer_idx)
+        self.post_attn_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.mlp = SwiGLU(cfg)
+
+    def forward(self, h, cos, sin, kv=None):
+        h = h + self.attn(self.input_norm(h), cos, sin, kv)
+        return h + self.mlp(self.post_attn_norm(h))
+
+
+class LlamaModel(nn.Module):
+    """Decoder-only transformer. ``forward(input_ids, positions, kv)`` returns logits (B, T, vocab).
+
+    ``kv`` decides where keys and values live: ``None`` recomputes attention over the whole input (Day 1),
+    a :class:`~course_lib.kv.ContiguousKVCache` appends to per-sequence tensors (Day 3), a paged
+    context writes into blocks (Day 5). Any object with ``attend(layer_idx, q, k, v)`` and
+    ``commit(num_tokens)`` works.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.layers = nn.ModuleList(DecoderLayer(cfg, i) for i in range(cfg.num_layers))
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.rotary = RotaryEmbedding(cfg)
+        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        self.tie_weights()
+
+    def tie_weights(self) -> None:
+        """Small models share one matrix between the embedding and the LM head (saves vocab x hidden)."""
+        if self.cfg.tie_word_embeddings:
+            self.lm_head.weight = self.embed.weight
+
+    @property
+    def device(self) -> torch.device:
+        return self.embed.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.embed.weight.dtype
+
+    def hidden_states(self, input_ids, positions=None, kv=None) -> torch.Tensor:
+        """Final-norm hidden states (B, T, hidden) for ``input_ids`` (B, T) at ``positions`` (B, T)."""
+        if positions is None:
+            positions = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
+        h = self.embed(input_ids)
+        cos, sin = self.rotary(positions, h.dtype)             # (B, T, head_dim) each
+        for layer in self.layers:
+            h = layer(h, cos, sin, kv)
+        if kv is not None:
+            kv.commit(input_ids.shape[1])
+        return self.norm(h)
+
+    def forward(self, input_ids, positions=None, kv=None) -> torch.Tensor:
+        return self.lm_head(self.hidden_states(input_ids, positions, kv))
