@@ -58,17 +58,8 @@ def paged_attention_ref(q, k_cache, v_cache, block_tables, seq_lens, query_start
         k = k_cache[blocks].flatten(0, 1)[:L]                          # (L, KVH, D)
         v = v_cache[blocks].flatten(0, 1)[:L]
         mask = None if q_i.shape[0] == 1 else causal_mask(q_i.shape[0], L, q.device)
-        out[starts[i]:starts[i + 1]] = sdpa(q_i[None], k[None], v[None], mask=mask)[0] \
-            if scale is None else _scaled(q_i, k, v, mask, scale)
+        out[starts[i]:starts[i + 1]] = sdpa(q_i[None], k[None], v[None], mask=mask, scale=scale)[0]
     return out
-
-
-def _scaled(q, k, v, mask, scale):
-    from torch.nn import functional as F
-    q, k, v = (t[None].transpose(1, 2) for t in (q, k, v))           # (1, heads, T, D)
-    o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale,
-                                       enable_gqa=q.shape[1] != k.shape[1])
-    return o.transpose(1, 2)[0]
 
 
 @dataclass

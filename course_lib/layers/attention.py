@@ -11,11 +11,14 @@ from .norm import RMSNorm
 from .rotary import apply_rope
 
 
-def sdpa(q, k, v, *, causal: bool = False, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """softmax(q k^T / sqrt(d) + mask) v on (B, T, heads, D) tensors; K/V may have fewer heads (GQA)."""
+def sdpa(q, k, v, *, causal: bool = False, mask: torch.Tensor | None = None,
+         scale: float | None = None) -> torch.Tensor:
+    """softmax(q k^T * scale + mask) v on (B, T, heads, D) tensors; K/V may have fewer heads (GQA).
+
+    ``scale`` defaults to 1/sqrt(D); a bool ``mask`` is True where attention is allowed."""
     q, k, v = (t.transpose(1, 2) for t in (q, k, v))           # (B, heads, T, D)
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None,
-                                         enable_gqa=q.shape[1] != k.shape[1])
+                                         scale=scale, enable_gqa=q.shape[1] != k.shape[1])
     return out.transpose(1, 2)                                  # (B, T, heads, D)
 
 
