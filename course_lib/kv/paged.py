@@ -86,3 +86,19 @@ class PagedAttentionContext:
 
     def commit(self, num_tokens: int) -> None:
         pass   # the block manager, not the cache, tracks how many positions each sequence has
+
+
+def paged_decode_torch(q, k_cache, v_cache, block_tables, seq_lens, query_start_loc=None,
+                       scale: float | None = None):
+    """Decode-only fast path in plain torch: one query per sequence, all sequences in one batched call.
+
+    Gathers every sequence's blocks into (B, max_blocks * block_size, KVH, D) and masks the positions
+    past each seq_len, so it reads padding blocks too: simple and vectorised, not bandwidth-optimal
+    (the Triton kernel reads only the blocks a sequence owns).
+    """
+    B, max_blocks = block_tables.shape
+    bs = k_cache.shape[1]
+    k = k_cache[block_tables.long()].flatten(1, 2)                  # (B, max_blocks * bs, KVH, D)
+    v = v_cache[block_tables.long()].flatten(1, 2)
+    valid = torch.arange(max_blocks * bs, device=q.device)[None, :] < seq_lens[:, None]   # (B, S)
+    return sdpa(q[:, None], k, v, mask=valid[:, None, None, :], scale=scale)[:, 0]   # (B, H, D)

@@ -114,6 +114,7 @@ def load_model(name_or_path: str, *, device="cpu", dtype=torch.float32,
         init_random_(model, seed)
     else:
         load_weights(model, _iter_safetensors(_safetensor_files(Path(spec.folder))))
+    model.source = None if random_weights else str(name_or_path)   # lets LLM(model) find the tokenizer
     return model.eval()
 
 

@@ -1,0 +1,112 @@
+"""Which sequences run in the next step (iteration-level scheduling, as in Orca and vLLM).
+
+Two policies on the same machinery:
+- ``continuous``: every step, finished sequences leave and waiting ones join if the token budget,
+  the batch-size cap and free KV blocks allow it.
+- ``static``: a batch is formed only when the previous one has completely finished; slots freed by
+  short sequences stay empty until the longest member is done (what `generate` on a padded batch does).
+
+A step is either a prefill step (new sequences: all their prompt tokens) or a decode step (one token
+for every running sequence); prefill goes first so that new requests get their first token early.
+When a decode step needs a KV block and none is free, the most recently admitted sequence is
+preempted: its blocks are freed and it goes back to the front of the queue, to be recomputed later.
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from ..config import EngineConfig
+from ..kv.block_manager import BlockManager
+from .sequence import Sequence, SequenceStatus
+
+
+@dataclass
+class SchedulerOutput:
+    """The contract between scheduler and model runner for one step."""
+    seqs: list[Sequence]
+    is_prefill: bool
+    preempted: list[Sequence] = field(default_factory=list)
+
+    @property
+    def num_tokens(self) -> int:
+        if not self.is_prefill:
+            return len(self.seqs)
+        return sum(s.num_tokens - s.num_computed_tokens for s in self.seqs)
+
+
+class Scheduler:
+    def __init__(self, cfg: EngineConfig, block_manager: BlockManager):
+        self.cfg, self.blocks = cfg, block_manager
+        self.waiting: deque[Sequence] = deque()
+        self.running: list[Sequence] = []
+        self._batch_open = True     # static policy: may the current batch still take new members?
+
+    def add(self, seq: Sequence) -> None:
+        self.waiting.append(seq)
+
+    def has_work(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    def schedule(self) -> SchedulerOutput | None:
+        if self.cfg.scheduler == "static" and not self.running:
+            self._batch_open = True
+        if self.cfg.scheduler == "continuous" or self._batch_open:
+            admitted = self._admit()
+            if admitted:
+                return SchedulerOutput(admitted, is_prefill=True)
+        if not self.running:
+            return None
+        self._batch_open = False
+        return self._decode()
+
+    def _admit(self) -> list[Sequence]:
+        """Move waiting sequences into the cache, oldest first, while budget and blocks allow."""
+        admitted, budget = [], self.cfg.max_num_batched_tokens
+        while self.waiting and len(self.running) < self.cfg.max_num_seqs:
+            seq = self.waiting[0]
+            n = seq.num_tokens    # a preempted sequence recomputes its outputs too
+            if n > budget or not self.blocks.can_grow(seq.block_table, n):
+                break
+            self.waiting.popleft()
+            self.blocks.grow(seq.block_table, n)
+            seq.status = SequenceStatus.RUNNING
+            self.running.append(seq)
+            admitted.append(seq)
+            budget -= n
+        return admitted
+
+    def _decode(self) -> SchedulerOutput:
+        """One token for every running sequence; preempt the newest when blocks run out."""
+        scheduled, preempted = [], []
+        queue = list(self.running)
+        while queue:
+            seq = queue.pop(0)
+            while not self.blocks.can_grow(seq.block_table, seq.num_tokens):
+                victim = queue.pop() if queue else seq
+                self.preempt(victim)
+                preempted.append(victim)
+                if victim is seq:
+                    break
+            else:
+                self.blocks.grow(seq.block_table, seq.num_tokens)
+                scheduled.append(seq)
+        return SchedulerOutput(scheduled, is_prefill=False, preempted=preempted)
+
+    def preempt(self, seq: Sequence) -> None:
+        """Recompute-style preemption: drop the KV, keep the tokens, requeue at the front."""
+        self.running.remove(seq)
+        self.blocks.free(seq.block_table)
+        seq.num_computed_tokens = 0
+        seq.status = SequenceStatus.WAITING
+        seq.num_preemptions += 1
+        self.waiting.appendleft(seq)
+
+    def finish(self, seq: Sequence, reason: str) -> None:
+        """Remove ``seq`` from whichever queue holds it and free its blocks."""
+        if seq in self.running:
+            self.running.remove(seq)
+        elif seq in self.waiting:
+            self.waiting.remove(seq)
+        self.blocks.free(seq.block_table)
+        seq.status, seq.finish_reason = SequenceStatus.FINISHED, reason
