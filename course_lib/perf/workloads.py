@@ -1,0 +1,72 @@
+"""Benchmark workloads: lists of (prompt token ids, output length) with a fixed seed.
+
+- ``anyscale``: Anyscale's continuous-batching study: fixed 512-token prompts, output lengths drawn
+  from an exponential distribution with mean 128, capped (the cap is what the study varies).
+- ``nanovllm``: nano-vllm's benchmark: 256 requests, prompt and output lengths uniform in [100, 1024].
+Each has a small ``-cpu`` profile that keeps the same shape of distribution at laptop scale.
+Outputs ignore EOS so every system generates exactly the requested lengths.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+
+@dataclass
+class BenchRequest:
+    prompt_token_ids: list[int]
+    max_tokens: int
+
+
+@dataclass
+class Workload:
+    name: str
+    requests: list[BenchRequest]
+    params: dict = field(default_factory=dict)
+
+    @property
+    def output_tokens(self) -> int:
+        return sum(r.max_tokens for r in self.requests)
+
+    @property
+    def prompt_tokens(self) -> int:
+        return sum(len(r.prompt_token_ids) for r in self.requests)
+
+
+def _ids(rng: random.Random, n: int, vocab: int) -> list[int]:
+    return [rng.randrange(min(vocab, 10000)) for _ in range(n)]
+
+
+def anyscale(num_requests: int = 256, prompt_len: int = 512, mean_output: int = 128,
+             cap: int = 512, vocab_size: int = 32000, seed: int = 0, name: str = "anyscale") -> Workload:
+    rng = random.Random(seed)
+    outs = [min(cap, max(1, round(rng.expovariate(1 / mean_output)))) for _ in range(num_requests)]
+    reqs = [BenchRequest(_ids(rng, prompt_len, vocab_size), n) for n in outs]
+    return Workload(name, reqs, dict(num_requests=num_requests, prompt_len=prompt_len,
+                                     mean_output=mean_output, cap=cap, seed=seed))
+
+
+def nanovllm(num_requests: int = 256, min_len: int = 100, max_len: int = 1024, vocab_size: int = 32000,
+             seed: int = 0, name: str = "nanovllm") -> Workload:
+    rng = random.Random(seed)
+    reqs = [BenchRequest(_ids(rng, rng.randint(min_len, max_len), vocab_size),
+                         rng.randint(min_len, max_len)) for _ in range(num_requests)]
+    return Workload(name, reqs, dict(num_requests=num_requests, min_len=min_len, max_len=max_len,
+                                     seed=seed))
+
+
+WORKLOADS = {
+    "anyscale": lambda vocab, **kw: anyscale(vocab_size=vocab, **kw),
+    "anyscale-cpu": lambda vocab, **kw: anyscale(**{**dict(num_requests=32, prompt_len=64,
+                                                           mean_output=32, cap=128), **kw},
+                                                 vocab_size=vocab, name="anyscale-cpu"),
+    "nanovllm": lambda vocab, **kw: nanovllm(vocab_size=vocab, **kw),
+    "nanovllm-cpu": lambda vocab, **kw: nanovllm(**{**dict(num_requests=16, min_len=16, max_len=96),
+                                                    **kw}, vocab_size=vocab, name="nanovllm-cpu"),
+}
+
+
+def make_workload(name: str, vocab_size: int, **overrides) -> Workload:
+    if name not in WORKLOADS:
+        raise ValueError(f"workload must be one of {sorted(WORKLOADS)}, got {name!r}")
+    return WORKLOADS[name](vocab_size, **overrides)
