@@ -1,0 +1,32 @@
+"""The committed notebooks follow one policy: outputs stripped, python3 kernel, one `parameters` cell,
+the shape CURRICULUM.md gives (a link to the previous day, asserts, a plot)."""
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+NOTEBOOKS = sorted((Path(__file__).parents[1] / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def test_there_are_notebooks():
+    assert len(NOTEBOOKS) >= 3
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_policy(path):
+    nb = json.loads(path.read_text())
+    assert nb["metadata"]["kernelspec"]["name"] == "python3"
+    cells = nb["cells"]
+    code = [c for c in cells if c["cell_type"] == "code"]
+    assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), \
+        f"{path.name}: commit notebooks with outputs stripped"
+    tagged = [c for c in code if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1, f"{path.name}: exactly one cell tagged 'parameters', found {len(tagged)}"
+    src = "\n".join("".join(c["source"]) for c in cells)
+    day = int(path.name[:2])
+    if day > 1:
+        assert re.search(rf"{day - 1:02d}_\w+\.ipynb", src), f"{path.name}: link the previous day"
+    assert "assert " in src, f"{path.name}: needs check cells"
+    assert "plt." in src or "fig" in src, f"{path.name}: needs a plot"
+    assert "google.colab" in src, f"{path.name}: needs the Colab set-up cell"
