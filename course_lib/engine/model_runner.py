@@ -7,8 +7,6 @@ All sequences of a step are packed side by side into one (1, N) input (no paddin
 """
 from __future__ import annotations
 
-import functools
-
 import torch
 
 from ..kv.paged import PagedAttentionContext, PagedKVCache, paged_attention_ref, paged_decode_torch
@@ -25,7 +23,7 @@ def attention_functions(backend: str, device: torch.device):
     if backend == "torch":
         return paged_attention_ref, paged_decode_torch
     from ..kernels.paged_attention import paged_attention_triton
-    return paged_attention_triton, functools.partial(paged_attention_triton, max_query_len=1)
+    return paged_attention_triton, paged_attention_triton
 
 
 class ModelRunner:
@@ -57,6 +55,7 @@ class ModelRunner:
             cache=self.cache, slot_mapping=self._tensor(slots, torch.long),
             block_tables=self._tensor(tables), seq_lens=self._tensor(seq_lens),
             query_start_loc=self._tensor(starts),
+            max_query_len=max(b - a for a, b in zip(starts, starts[1:])),
             attention_fn=self.prefill_fn if sched.is_prefill else self.decode_fn)
         last = self._tensor([s - 1 for s in starts[1:]], torch.long)   # each sequence's last token
         return self._tensor(ids, torch.long)[None], self._tensor(positions, torch.long)[None], ctx, last

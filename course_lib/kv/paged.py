@@ -34,7 +34,7 @@ class PagedKVCache:
 
 
 def paged_attention_ref(q, k_cache, v_cache, block_tables, seq_lens, query_start_loc,
-                        scale: float | None = None):
+                        scale: float | None = None, max_query_len: int | None = None):
     """Attention of varlen queries over paged keys/values: the slow, obviously-correct reference.
 
     Args:
@@ -43,6 +43,7 @@ def paged_attention_ref(q, k_cache, v_cache, block_tables, seq_lens, query_start
         block_tables: (B, max_blocks) int, physical block ids (padding entries are never read).
         seq_lens: (B,) context length of each sequence, this step's tokens included.
         query_start_loc: (B + 1,) offsets of each sequence's queries in q.
+        max_query_len: unused here; the Triton kernel takes it to size its grid without a host sync.
     Returns:
         (N, H, D). Query j of a sequence with q_len queries and seq_len keys sits at position
         seq_len - q_len + j and attends to keys 0..that position (prefill, decode, chunked prefill and
@@ -73,6 +74,7 @@ class PagedAttentionContext:
     block_tables: torch.Tensor       # (B, max_blocks)
     seq_lens: torch.Tensor           # (B,)
     query_start_loc: torch.Tensor    # (B + 1,)
+    max_query_len: int = 1           # longest q_len, known on the host (no sync to find it)
     attention_fn: object = paged_attention_ref
 
     def attend(self, layer_idx: int, q, k, v):
@@ -81,7 +83,7 @@ class PagedAttentionContext:
         k_cache.view(-1, *k_cache.shape[2:])[self.slot_mapping] = k[0]   # (N, KVH, D) into slots
         v_cache.view(-1, *v_cache.shape[2:])[self.slot_mapping] = v[0]
         out = self.attention_fn(q[0], k_cache, v_cache, self.block_tables, self.seq_lens,
-                                self.query_start_loc)
+                                self.query_start_loc, max_query_len=self.max_query_len)
         return out[None]                                               # (1, N, H, D)
 
     def commit(self, num_tokens: int) -> None:
@@ -89,7 +91,7 @@ class PagedAttentionContext:
 
 
 def paged_decode_torch(q, k_cache, v_cache, block_tables, seq_lens, query_start_loc=None,
-                       scale: float | None = None):
+                       scale: float | None = None, max_query_len: int | None = None):
     """Decode-only fast path in plain torch: one query per sequence, all sequences in one batched call.
 
     Gathers every sequence's blocks into (B, max_blocks * block_size, KVH, D) and masks the positions

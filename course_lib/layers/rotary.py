@@ -10,7 +10,7 @@ from ..config import ModelConfig
 def rope_inv_freq(cfg: ModelConfig) -> torch.Tensor:
     """Angular frequency of each rotated pair: theta^(-2i/d) for i < d/2, rescaled for Llama 3."""
     d = cfg.head_dim
-    inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, d, 2, dtype=torch.float64) / d))
+    inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, d, 2, dtype=torch.float64, device="cpu") / d))
     scaling = cfg.rope_scaling
     if not scaling:
         return inv_freq.float()
@@ -36,14 +36,22 @@ def rope_inv_freq(cfg: ModelConfig) -> torch.Tensor:
 
 
 class RotaryEmbedding(nn.Module):
-    """Maps positions to (cos, sin) of shape (..., head_dim), computed on the fly in float32."""
+    """Maps positions to (cos, sin) of shape (..., head_dim), computed on the fly in float32.
+
+    The frequencies are deliberately not a buffer: ``model.to(torch.bfloat16)`` would round them, and
+    at position 10,000 a 3-significant-digit frequency is a visibly wrong angle. They stay float32,
+    copied once to each device they are used on."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.register_buffer("inv_freq", rope_inv_freq(cfg), persistent=False)
+        self.inv_freq = rope_inv_freq(cfg)
+        self._per_device: dict[torch.device, torch.Tensor] = {}
 
     def forward(self, positions: torch.Tensor, dtype: torch.dtype):
-        freqs = positions.float()[..., None] * self.inv_freq   # (..., head_dim/2)
+        inv_freq = self._per_device.get(positions.device)
+        if inv_freq is None:
+            inv_freq = self._per_device[positions.device] = self.inv_freq.to(positions.device)
+        freqs = positions.float()[..., None] * inv_freq          # (..., head_dim/2)
         emb = torch.cat([freqs, freqs], dim=-1)                # (..., head_dim): halves, not pairs
         return emb.cos().to(dtype), emb.sin().to(dtype)
 

@@ -13,7 +13,6 @@ from typing import Iterable
 import torch
 
 from ..config import ModelConfig
-from ..layers.rotary import rope_inv_freq
 from .llama import LlamaModel
 
 # HF name (after the "model." prefix is dropped) -> (our name, slice index within a fused matrix).
@@ -109,7 +108,6 @@ def load_model(name_or_path: str, *, device="cpu", dtype=torch.float32,
         model = LlamaModel(spec.config)
     model = model.to_empty(device=device).to(dtype)
     model.tie_weights()                                       # to_empty allocates each name separately
-    model.rotary.inv_freq.copy_(rope_inv_freq(spec.config))   # buffers are not in the checkpoint
     if random_weights:
         init_random_(model, seed)
     else:

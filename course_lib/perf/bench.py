@@ -6,6 +6,7 @@ counts only the requested output tokens (padding work in static batches is not "
 """
 from __future__ import annotations
 
+import gc
 import json
 import platform
 import subprocess
@@ -88,6 +89,17 @@ def run_bench(workload: str = "anyscale-cpu", systems=("hf-static", "continuous"
         f"{wl.output_tokens} output tokens; model {model} ({'random' if random_weights else 'real'} "
         f"weights, {dt}) on {device_name(dev)}")
     results = {}
+    report = dict(
+        command="python -m course_lib " + " ".join(sys.argv[1:]) if sys.argv and "course_lib" in sys.argv[0] else None,
+        timestamp=time.strftime("%Y-%m-%dT%H:%M:%S%z"), device=device_name(dev), versions=versions(),
+        model=dict(name=model, random_weights=random_weights, dtype=str(dt).removeprefix("torch."),
+                   params=ours.cfg.num_params, layers=ours.cfg.num_layers, hidden=ours.cfg.hidden_size,
+                   heads=ours.cfg.num_heads, kv_heads=ours.cfg.num_kv_heads),
+        workload=dict(name=wl.name, **wl.params, prompt_tokens=wl.prompt_tokens,
+                      output_tokens=wl.output_tokens),
+        engine=dict(max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
+                    hf_batch_size=hf_batch_size or max_num_seqs),
+        results=results)
     hf = None
     for system in systems:
         t = time.perf_counter()
@@ -108,30 +120,32 @@ def run_bench(workload: str = "anyscale-cpu", systems=("hf-static", "continuous"
             results[system] = dict(error=f"{type(e).__name__}: {e}")
             log(f"{system}: FAILED ({results[system]['error']})")
             continue
+        finally:
+            gc.collect()                  # drop the finished engine's KV pool before the next system
+            if dev.type == "cuda":
+                torch.cuda.empty_cache()
         results[system] = {**summarize(timings, wall), **extra}
         log(f"{system}: {results[system]['output_tok_per_s']:.1f} output tok/s "
             f"({time.perf_counter() - t:.1f} s)")
+        _add_ratios(results)
+        if json_path:                     # after every system: a run cut short keeps what it measured
+            _write(report, json_path)
+    log(format_table(report))
+    if json_path:
+        log(f"wrote {json_path}")
+    return report
+
+
+def _add_ratios(results: dict) -> None:
     base = results.get("hf-static", {}).get("output_tok_per_s")
     for r in results.values():
         if base and "output_tok_per_s" in r:
             r["ratio_to_hf_static"] = r["output_tok_per_s"] / base
-    report = dict(
-        command="python -m course_lib " + " ".join(sys.argv[1:]) if sys.argv and "course_lib" in sys.argv[0] else None,
-        timestamp=time.strftime("%Y-%m-%dT%H:%M:%S%z"), device=device_name(dev), versions=versions(),
-        model=dict(name=model, random_weights=random_weights, dtype=str(dt).removeprefix("torch."),
-                   params=ours.cfg.num_params, layers=ours.cfg.num_layers, hidden=ours.cfg.hidden_size,
-                   heads=ours.cfg.num_heads, kv_heads=ours.cfg.num_kv_heads),
-        workload=dict(name=wl.name, **wl.params, prompt_tokens=wl.prompt_tokens,
-                      output_tokens=wl.output_tokens),
-        engine=dict(max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
-                    hf_batch_size=hf_batch_size or max_num_seqs),
-        results=results)
-    log(format_table(report))
-    if json_path:
-        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(json.dumps(report, indent=2) + "\n")
-        log(f"wrote {json_path}")
-    return report
+
+
+def _write(report: dict, json_path: str) -> None:
+    Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(json_path).write_text(json.dumps(report, indent=2) + "\n")
 
 
 def format_table(report: dict) -> str:
