@@ -148,6 +148,7 @@ class EngineConfig:
     num_kv_blocks: int | None = None
     kv_memory_gb: float | None = None
     attention_backend: str = "auto"
+    cuda_graphs: bool = True          # replay captured decode steps on CUDA (no effect on CPU)
 
     def __post_init__(self):
         check(self.scheduler in SCHEDULERS, "scheduler", self.scheduler, f"one of {SCHEDULERS}")

@@ -19,14 +19,15 @@ class LLM:
                  dtype=None, scheduler: str = "continuous", max_num_seqs: int = 32,
                  max_num_batched_tokens: int = 4096, block_size: int = 16,
                  num_kv_blocks: int | None = None, kv_memory_gb: float | None = None,
-                 attention_backend: str = "auto", max_model_len: int | None = None,
+                 attention_backend: str = "auto", cuda_graphs: bool = True,
+                 max_model_len: int | None = None,
                  random_weights: bool = False, seed: int = 0):
         """``model`` is a registry name, a folder, a hub id, or an already-loaded LlamaModel (the
         notebooks reuse one model across engines). Config errors are raised before anything loads."""
         cfg = EngineConfig(scheduler=scheduler, max_num_seqs=max_num_seqs,
                            max_num_batched_tokens=max_num_batched_tokens, block_size=block_size,
                            num_kv_blocks=num_kv_blocks, kv_memory_gb=kv_memory_gb,
-                           attention_backend=attention_backend)
+                           attention_backend=attention_backend, cuda_graphs=cuda_graphs)
         if isinstance(model, LlamaModel):
             if tokenizer is None and not random_weights and isinstance(getattr(model, "source", None), str):
                 tokenizer = _load_tokenizer(model.source)

@@ -41,7 +41,8 @@ class LLMEngine:
         self.cache = PagedKVCache(model.cfg, num_blocks, self.cfg.block_size, model.device, model.dtype)
         self.block_manager = BlockManager(num_blocks, self.cfg.block_size)
         self.scheduler = Scheduler(self.cfg, self.block_manager)
-        self.runner = ModelRunner(model, self.cache, self.cfg.attention_backend)
+        self.runner = ModelRunner(model, self.cache, self.cfg.attention_backend, self.cfg.cuda_graphs,
+                                  self.cfg.max_num_seqs, self.max_model_len)
         eos = tokenizer.eos_token_ids if tokenizer is not None else model.cfg.eos_token_ids
         self.eos_token_ids = set(eos)
         self.requests: dict[str, list[Sequence]] = {}
@@ -132,13 +133,13 @@ class LLMEngine:
         tokens, logprobs = self.runner.execute(sched)
         now = time.perf_counter()
         done = []
-        for seq, token, logprob in zip(sched.seqs, tokens, logprobs):
+        for i, (seq, token) in enumerate(zip(sched.seqs, tokens)):
             if seq.first_scheduled_time is None:
                 seq.first_scheduled_time = start
             seq.num_computed_tokens = seq.num_tokens
             seq.output_token_ids.append(token)
             if seq.params.logprobs:
-                seq.output_logprobs.append(logprob)
+                seq.output_logprobs.append(logprobs[i])
             seq.token_times.append(now)
             if seq.first_token_time is None:
                 seq.first_token_time = now

@@ -7,6 +7,9 @@ All sequences of a step are packed side by side into one (1, N) input (no paddin
 """
 from __future__ import annotations
 
+import warnings
+from dataclasses import dataclass
+
 import torch
 
 from ..kv.paged import PagedAttentionContext, PagedKVCache, paged_attention_ref, paged_decode_torch
@@ -26,46 +29,84 @@ def attention_functions(backend: str, device: torch.device):
     return paged_attention_triton, paged_attention_triton
 
 
+@dataclass
+class StepInputs:
+    """One step's inputs as host lists (built once, then turned into tensors or graph buffers)."""
+    ids: list[int]
+    positions: list[int]
+    slots: list[int]
+    tables: list[list[int]]
+    seq_lens: list[int]
+    starts: list[int]          # query_start_loc
+
+    @property
+    def max_query_len(self) -> int:
+        return max(b - a for a, b in zip(self.starts, self.starts[1:]))
+
+
 class ModelRunner:
-    def __init__(self, model: LlamaModel, cache: PagedKVCache, backend: str = "auto"):
+    def __init__(self, model: LlamaModel, cache: PagedKVCache, backend: str = "auto",
+                 cuda_graphs: bool = False, max_batch: int = 1, max_model_len: int = 1):
         self.model, self.cache = model, cache
         self.device = model.device
         self.prefill_fn, self.decode_fn = attention_functions(backend, self.device)
+        self.graphs = None
+        if cuda_graphs and self.device.type == "cuda":
+            from .cuda_graphs import DecodeGraphs
+            try:
+                self.graphs = DecodeGraphs(model, cache, self.decode_fn, max_batch,
+                                           -(-max_model_len // cache.block_size))
+            except Exception as e:   # a failed capture must not take the engine down: run eagerly
+                warnings.warn(f"CUDA graph capture failed, decoding eagerly: {e}")
 
     def _tensor(self, data, dtype=torch.int32):
         return torch.tensor(data, dtype=dtype, pin_memory=self.device.type == "cuda").to(
             self.device, non_blocking=True)
 
-    def prepare(self, sched: SchedulerOutput):
-        """Flat input ids, positions and the paged-attention context for one step."""
+    def prepare(self, sched: SchedulerOutput) -> StepInputs:
         bs = self.cache.block_size
-        ids, positions, slots, seq_lens, starts = [], [], [], [], [0]
+        inp = StepInputs([], [], [], [], [], [0])
         for seq in sched.seqs:
-            first = seq.num_computed_tokens if sched.is_prefill else seq.num_tokens - 1
-            ids += seq.token_ids[first:]
-            pos = range(first, seq.num_tokens)
-            positions += pos
             table = seq.block_table
-            slots += [table[p // bs] * bs + p % bs for p in pos]
-            seq_lens.append(seq.num_tokens)
-            starts.append(starts[-1] + len(pos))
-        width = max(len(s.block_table) for s in sched.seqs)
-        tables = [s.block_table + [0] * (width - len(s.block_table)) for s in sched.seqs]
+            if sched.is_prefill:
+                first = seq.num_computed_tokens
+                inp.ids += seq.token_ids[first:]
+            else:   # decode: only the newest token (no copy of the whole sequence)
+                first = seq.num_tokens - 1
+                inp.ids.append(seq.output_token_ids[-1] if seq.output_token_ids
+                               else seq.prompt_token_ids[-1])
+            pos = range(first, seq.num_tokens)
+            inp.positions += pos
+            inp.slots += [table[p // bs] * bs + p % bs for p in pos]
+            inp.tables.append(table)
+            inp.seq_lens.append(seq.num_tokens)
+            inp.starts.append(inp.starts[-1] + len(pos))
+        return inp
+
+    def _eager_logits(self, inp: StepInputs, is_prefill: bool) -> torch.Tensor:
+        width = max(len(t) for t in inp.tables)
         ctx = PagedAttentionContext(
-            cache=self.cache, slot_mapping=self._tensor(slots, torch.long),
-            block_tables=self._tensor(tables), seq_lens=self._tensor(seq_lens),
-            query_start_loc=self._tensor(starts),
-            max_query_len=max(b - a for a, b in zip(starts, starts[1:])),
-            attention_fn=self.prefill_fn if sched.is_prefill else self.decode_fn)
-        last = self._tensor([s - 1 for s in starts[1:]], torch.long)   # each sequence's last token
-        return self._tensor(ids, torch.long)[None], self._tensor(positions, torch.long)[None], ctx, last
+            cache=self.cache, slot_mapping=self._tensor(inp.slots, torch.long),
+            block_tables=self._tensor([t + [0] * (width - len(t)) for t in inp.tables]),
+            seq_lens=self._tensor(inp.seq_lens), query_start_loc=self._tensor(inp.starts),
+            max_query_len=inp.max_query_len,
+            attention_fn=self.prefill_fn if is_prefill else self.decode_fn)
+        ids = self._tensor(inp.ids, torch.long)[None]                       # (1, N)
+        positions = self._tensor(inp.positions, torch.long)[None]
+        last = self._tensor([s - 1 for s in inp.starts[1:]], torch.long)    # each sequence's last token
+        hidden = self.model.hidden_states(ids, positions, ctx)[0, last]     # (B, hidden)
+        return self.model.lm_head(hidden)                                   # (B, vocab): last tokens only
 
     @torch.inference_mode()
-    def execute(self, sched: SchedulerOutput) -> tuple[list[int], list[float]]:
-        """Run one step; returns the next token of every scheduled sequence and its logprob."""
-        ids, positions, ctx, last = self.prepare(sched)
-        hidden = self.model.hidden_states(ids, positions, ctx)[0, last]     # (B, hidden)
-        logits = self.model.lm_head(hidden)                                 # (B, vocab): last tokens only
+    def execute(self, sched: SchedulerOutput) -> tuple[list[int], list[float] | None]:
+        """Run one step; returns the next token of every scheduled sequence (and logprobs if asked)."""
+        inp = self.prepare(sched)
+        if (not sched.is_prefill and self.graphs is not None
+                and self.graphs.bucket(len(inp.ids)) is not None):
+            logits = self.graphs.run(inp.ids, inp.positions, inp.slots, inp.tables, inp.seq_lens)
+        else:
+            logits = self._eager_logits(inp, sched.is_prefill)
         tokens, logprobs = sample(logits, [s.params for s in sched.seqs],
                                   [s.generator for s in sched.seqs])
-        return tokens.tolist(), logprobs.tolist()                           # the step's one host sync
+        # the step's one host sync: the scheduler needs the tokens to decide the next step
+        return tokens.tolist(), None if logprobs is None else logprobs.tolist()

@@ -17,12 +17,16 @@ from ..layers.attention import causal_mask, sdpa
 
 
 class PagedKVCache:
-    """One (2, num_blocks, block_size, KVH, D) tensor per layer: index 0 holds K, 1 holds V."""
+    """One (2, num_blocks + 1, block_size, KVH, D) tensor per layer: index 0 holds K, 1 holds V.
+
+    Block ``num_blocks`` (the extra one) is a scratch block that the block manager never hands out:
+    padding rows of a CUDA-graph batch write their K/V there instead of into someone's block."""
 
     def __init__(self, cfg: ModelConfig, num_blocks: int, block_size: int, device="cpu",
                  dtype=torch.float32):
         self.num_blocks, self.block_size = num_blocks, block_size
-        self.kv = torch.zeros(cfg.num_layers, 2, num_blocks, block_size, cfg.num_kv_heads,
+        self.scratch_block = num_blocks
+        self.kv = torch.zeros(cfg.num_layers, 2, num_blocks + 1, block_size, cfg.num_kv_heads,
                               cfg.head_dim, device=device, dtype=dtype)
 
     @property

@@ -35,9 +35,9 @@ def apply_filters(logits: torch.Tensor, params: list[SamplingParams]) -> torch.T
 
 
 def sample(logits: torch.Tensor, params: list[SamplingParams],
-           generators: list[torch.Generator | None]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Returns (token ids (B,), their log-probabilities under the unmodified model distribution (B,))."""
-    logprobs = logits.float().log_softmax(dim=-1)
+           generators: list[torch.Generator | None]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Returns (token ids (B,), their log-probabilities under the unmodified model distribution (B,)),
+    the second None when no request asked for logprobs (a log-softmax over B x vocab is not free)."""
     tokens = logits.argmax(dim=-1)
     sampled = [i for i, p in enumerate(params) if not p.greedy]
     if sampled:
@@ -48,4 +48,6 @@ def sample(logits: torch.Tensor, params: list[SamplingParams],
             if generators[i] is not None:
                 race[row].exponential_(generator=generators[i])
         tokens[idx] = (probs / race).argmax(dim=-1)
-    return tokens, logprobs.gather(-1, tokens[:, None])[:, 0]
+    if not any(p.logprobs for p in params):
+        return tokens, None
+    return tokens, logits.float().log_softmax(dim=-1).gather(-1, tokens[:, None])[:, 0]

@@ -66,10 +66,12 @@ def run_hf_static(model, workload: Workload, batch_size: int) -> tuple[list[Requ
     return timings, time.perf_counter() - t0
 
 
-@torch.inference_mode()
 def run_hf_cb(model, workload: Workload, max_batch_tokens: int | None = None
               ) -> tuple[list[RequestTiming], float]:
-    """transformers' continuous batching manager, one request per workload entry, EOS disabled."""
+    """transformers' continuous batching manager, one request per workload entry, EOS disabled.
+
+    Not under inference_mode: the manager's worker thread updates tensors in place, which fails on
+    inference tensors created by this thread."""
     from transformers import GenerationConfig
     if not hasattr(model, "continuous_batching_context_manager"):
         raise RuntimeError("this transformers version has no continuous batching")
