@@ -6,7 +6,7 @@
 """
 from __future__ import annotations
 
-import torch
+import functools
 
 from ..config import EngineConfig, SamplingParams
 from ..models.llama import LlamaModel
@@ -69,6 +69,8 @@ class LLM:
         return [done[i] for i in ids]
 
 
+@functools.lru_cache(maxsize=8)
 def _load_tokenizer(name: str):
+    """One tokenizer per model name per process (notebooks build many LLMs over one model)."""
     from ..tokenizer import Tokenizer
     return Tokenizer.from_model(name)

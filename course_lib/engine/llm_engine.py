@@ -3,6 +3,7 @@ pass), ``abort_request``. ``LLM.generate`` is this loop run until every request 
 from __future__ import annotations
 
 import itertools
+import numbers
 import time
 
 import torch
@@ -62,10 +63,11 @@ class LLMEngine:
         vocab = self.model.cfg.vocab_size
         if not ids:
             raise ValueError("prompt must be a non-empty string or a non-empty list of token ids, got []")
-        bad = [t for t in ids if not isinstance(t, int) or not 0 <= t < vocab]
+        bad = [t for t in ids if not isinstance(t, numbers.Integral) or isinstance(t, bool)
+               or not 0 <= t < vocab]
         if bad:
             raise ValueError(f"prompt token ids must be integers in [0, {vocab}), got {bad[:5]}")
-        return ids
+        return [int(t) for t in ids]
 
     def validate(self, prompt_ids: list[int], params: SamplingParams) -> None:
         """Reject a request that could never run, before it touches any queue."""
@@ -129,7 +131,11 @@ class LLMEngine:
         start = time.perf_counter()
         sched = self.scheduler.schedule()
         if sched is None:
+            if self.scheduler.has_work():   # validate() makes this unreachable; never spin silently
+                raise RuntimeError(f"scheduler made no progress with {len(self.scheduler.waiting)} "
+                                   f"waiting and {len(self.scheduler.running)} running sequences")
             return []
+        num_tokens = sched.num_tokens         # before the loop below marks the tokens as computed
         tokens, logprobs = self.runner.execute(sched)
         now = time.perf_counter()
         done = []
@@ -150,7 +156,7 @@ class LLMEngine:
                 if all(s.is_finished for s in self.requests[seq.request_id]):
                     done.append(self._output(seq.request_id))
         self.step_log.append(StepRecord(start, now, sched.is_prefill, [s.seq_id for s in sched.seqs],
-                                        sched.num_tokens, self.block_manager.num_free_blocks,
+                                        num_tokens, self.block_manager.num_free_blocks,
                                         len(sched.preempted)))
         return done
 

@@ -66,7 +66,10 @@ class Scheduler:
         while self.waiting and len(self.running) < self.cfg.max_num_seqs:
             seq = self.waiting[0]
             n = seq.num_tokens    # a preempted sequence recomputes its outputs too
-            if n > budget or not self.blocks.can_grow(seq.block_table, n):
+            # The budget bounds how much prefill is batched together; a preempted sequence that
+            # has outgrown it is still admitted when it would run alone, or it would wait forever.
+            over_budget = n > budget and (admitted or self.running)
+            if over_budget or not self.blocks.can_grow(seq.block_table, n):
                 break
             self.waiting.popleft()
             self.blocks.grow(seq.block_table, n)

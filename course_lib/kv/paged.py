@@ -107,4 +107,6 @@ def paged_decode_torch(q, k_cache, v_cache, block_tables, seq_lens, query_start_
     k = k_cache[block_tables.long()].flatten(1, 2)                  # (B, max_blocks * bs, KVH, D)
     v = v_cache[block_tables.long()].flatten(1, 2)
     valid = torch.arange(max_blocks * bs, device=q.device)[None, :] < seq_lens[:, None]   # (B, S)
+    k = k.masked_fill(~valid[:, :, None, None], 0.0)
+    v = v.masked_fill(~valid[:, :, None, None], 0.0)
     return sdpa(q[:, None], k, v, mask=valid[:, None, None, :], scale=scale)[:, 0]   # (B, H, D)

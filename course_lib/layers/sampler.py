@@ -21,16 +21,19 @@ def apply_filters(logits: torch.Tensor, params: list[SamplingParams]) -> torch.T
         top_k = torch.tensor([p.top_k if p.top_k != -1 else V for p in params], device=device)
         top_p = torch.tensor([p.top_p for p in params], device=device)
         sorted_logits, order = logits.sort(dim=-1, descending=True)
-        sorted_probs = sorted_logits.softmax(dim=-1)
         rank = torch.arange(V, device=device)[None, :]
-        # drop a token if k better ones exist, or if the better ones already cover top_p of the mass
-        drop = (rank >= top_k[:, None]) | ((sorted_probs.cumsum(-1) - sorted_probs) > top_p[:, None])
+        # top-k first; top-p then measures mass on what top-k kept (the order vLLM and HF use):
+        # drop a token once the better ones already cover top_p of the mass.
+        sorted_logits = sorted_logits.masked_fill(rank >= top_k[:, None], float("-inf"))
+        sorted_probs = sorted_logits.softmax(dim=-1)
+        drop = (sorted_probs.cumsum(-1) - sorted_probs) > top_p[:, None]
         sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
         logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
     probs = logits.softmax(dim=-1)
     if any(p.min_p > 0 for p in params):
         min_p = torch.tensor([p.min_p for p in params], device=device)
         probs = probs.masked_fill(probs < min_p[:, None] * probs.max(-1, keepdim=True).values, 0.0)
+        probs = probs / probs.sum(-1, keepdim=True)
     return probs
 
 
