@@ -28,5 +28,5 @@ def test_notebook_policy(path):
     if day > 1:
         assert re.search(rf"{day - 1:02d}_\w+\.ipynb", src), f"{path.name}: link the previous day"
     assert "assert " in src, f"{path.name}: needs check cells"
-    assert "plt." in src or "fig" in src, f"{path.name}: needs a plot"
+    assert re.search(r"plt\.|fig|_plot\(", src), f"{path.name}: needs a plot"
     assert "google.colab" in src, f"{path.name}: needs the Colab set-up cell"
