@@ -6,6 +6,7 @@
   logits as the model with no cache and with the contiguous cache (paged == contiguous == uncached);
 - the sampler: greedy, the filters on hand-made distributions, and seeded sampling against softmax.
 """
+import itertools
 import math
 from collections import deque
 
@@ -113,14 +114,28 @@ def test_paged_reference_matches_hand_attention_for_several_queries(q_lens, seq_
     torch.testing.assert_close(paged_attention_ref(*args), attention_by_hand(*args), atol=ATOL, rtol=RTOL)
 
 
-@pytest.mark.parametrize("junk", [float("nan"), float("inf")])
+@pytest.mark.parametrize("junk", [1e30, -1e30])
 def test_paged_decode_torch_never_lets_unowned_slots_leak_in(junk):
-    # Freed blocks keep whatever the last owner wrote; a sequence's last block holds stale slots past
-    # its length, and table padding points at any block. None of it may reach the output.
+    # Freed blocks keep whatever the last owner wrote (finite: see the next test); a sequence's last
+    # block holds stale slots past its length, and table padding points at any block. None of it may
+    # reach the output.
     args = random_paged_batch([1] * 4, [7, 1, 33, 16], 4, 2, 16, 4, seed=2, junk=junk)
     ref = paged_attention_ref(*args)
     assert torch.isfinite(ref).all()
     torch.testing.assert_close(paged_decode_torch(*args), ref, atol=ATOL, rtol=RTOL)
+
+
+def test_cache_never_stores_nan_or_inf():
+    """A request whose K/V overflow must not leave NaN/inf for the next owner of its blocks."""
+    cfg = ModelConfig(vocab_size=11, hidden_size=16, intermediate_size=32, num_layers=1, num_heads=2,
+                      num_kv_heads=1, head_dim=8)
+    cache = PagedKVCache(cfg, num_blocks=4, block_size=2)
+    ctx = PagedAttentionContext(cache, torch.tensor([0, 1, 2]), torch.tensor([[0, 1]], dtype=torch.int32),
+                                torch.tensor([3], dtype=torch.int32), torch.tensor([0, 3], dtype=torch.int32),
+                                max_query_len=3)
+    bad = torch.tensor([float("nan"), float("inf"), -float("inf")]).repeat_interleave(8).view(1, 3, 1, 8)
+    ctx.attend(0, torch.zeros(1, 3, 2, 8), bad, bad)
+    assert torch.isfinite(cache.kv).all()
 
 
 # ---- the model over paged KV == contiguous KV == no cache -------------------------------------------
@@ -410,3 +425,17 @@ def test_seeded_rows_do_not_depend_on_the_rest_of_the_batch():
                                   SamplingParams(top_k=2)][: step % 4])
     assert alone == crowded
     assert len(set(alone)) > 5                   # it really sampled
+
+
+def test_paged_attention_torch_mixed_step_equals_reference():
+    """The torch backend's mixed-step path (decode rows batched, prompt rows looped) == the reference."""
+    from course_lib.kv.paged import paged_attention_ref, paged_attention_torch
+    g = torch.Generator().manual_seed(5)
+    bs, kvh, h, d = 4, 2, 6, 16
+    k_cache, v_cache = torch.randn(40, bs, kvh, d, generator=g), torch.randn(40, bs, kvh, d, generator=g)
+    q_lens, seq_lens = [1, 7, 1, 3, 1], [9, 7, 1, 13, 22]
+    tables = torch.randperm(40, generator=g)[:30].view(5, 6).to(torch.int32)
+    qsl = torch.tensor([0] + list(itertools.accumulate(q_lens)), dtype=torch.int32)
+    q = torch.randn(sum(q_lens), h, d, generator=g)
+    args = (q, k_cache, v_cache, tables, torch.tensor(seq_lens, dtype=torch.int32), qsl)
+    torch.testing.assert_close(paged_attention_torch(*args, max_query_len=7), paged_attention_ref(*args))

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..kv.paged import PagedAttentionContext, PagedKVCache, paged_attention_ref, paged_decode_torch
+from ..kv.paged import PagedAttentionContext, PagedKVCache, paged_attention_torch, paged_decode_torch
 from ..layers.sampler import sample
 from ..models.llama import LlamaModel
 from .scheduler import SchedulerOutput
@@ -24,7 +24,7 @@ def attention_functions(backend: str, device: torch.device):
     if backend == "auto":
         backend = "triton" if device.type == "cuda" else "torch"
     if backend == "torch":
-        return paged_attention_ref, paged_decode_torch
+        return paged_attention_torch, paged_decode_torch
     from ..kernels.paged_attention import paged_attention_triton
     return paged_attention_triton, paged_attention_triton
 
@@ -68,13 +68,12 @@ class ModelRunner:
         inp = StepInputs([], [], [], [], [], [0])
         for seq in sched.seqs:
             table = seq.block_table
-            if sched.is_prefill:
-                first = seq.num_computed_tokens
-                inp.ids += seq.token_ids[first:]
-            else:   # decode: only the newest token (no copy of the whole sequence)
-                first = seq.num_tokens - 1
+            first = seq.num_computed_tokens          # everything before is in the cache already
+            if seq.num_tokens - first == 1:          # decoding: only the newest token, no list copy
                 inp.ids.append(seq.output_token_ids[-1] if seq.output_token_ids
                                else seq.prompt_token_ids[-1])
+            else:
+                inp.ids += seq.token_ids[first:]
             pos = range(first, seq.num_tokens)
             inp.positions += pos
             inp.slots += [table[p // bs] * bs + p % bs for p in pos]

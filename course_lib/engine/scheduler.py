@@ -6,8 +6,9 @@ Two policies on the same machinery:
 - ``static``: a batch is formed only when the previous one has completely finished; slots freed by
   short sequences stay empty until the longest member is done (what `generate` on a padded batch does).
 
-A step is either a prefill step (new sequences: all their prompt tokens) or a decode step (one token
-for every running sequence); prefill goes first so that new requests get their first token early.
+A continuous step decodes one token for every running sequence and, in the same forward pass, runs
+the whole prompt of each newly admitted one (a "mixed" step: is_prefill is True when it has any
+prompt work). A static step is either the prefill of a new batch or a decode step of the batch.
 When a decode step needs a KV block and none is free, the most recently admitted sequence is
 preempted: its blocks are freed and it goes back to the front of the queue, to be recomputed later.
 """
@@ -25,13 +26,12 @@ from .sequence import Sequence, SequenceStatus
 class SchedulerOutput:
     """The contract between scheduler and model runner for one step."""
     seqs: list[Sequence]
-    is_prefill: bool
+    is_prefill: bool                 # some sequence computes more than one token (a prompt)
     preempted: list[Sequence] = field(default_factory=list)
 
     @property
     def num_tokens(self) -> int:
-        if not self.is_prefill:
-            return len(self.seqs)
+        """Tokens this step computes: the uncached tail of every sequence (1 for a decoding one)."""
         return sum(s.num_tokens - s.num_computed_tokens for s in self.seqs)
 
 
@@ -49,10 +49,22 @@ class Scheduler:
         return bool(self.waiting or self.running)
 
     def schedule(self) -> SchedulerOutput | None:
-        if self.cfg.scheduler == "static" and not self.running:
+        if self.cfg.scheduler == "static":
+            return self._schedule_static()
+        # continuous: every running sequence decodes one token and waiting ones join in the SAME
+        # step (as in vLLM V1): admitting a request costs no extra pass over the weights.
+        out = self._decode() if self.running else SchedulerOutput([], is_prefill=False)
+        if not out.preempted:     # memory is short this step: admit nobody
+            admitted = self._admit(self.cfg.max_num_batched_tokens - len(out.seqs))
+            out.seqs += admitted
+            out.is_prefill = bool(admitted)
+        return out if out.seqs else None
+
+    def _schedule_static(self) -> SchedulerOutput | None:
+        if not self.running:
             self._batch_open = True
-        if self.cfg.scheduler == "continuous" or self._batch_open:
-            admitted = self._admit()
+        if self._batch_open:
+            admitted = self._admit(self.cfg.max_num_batched_tokens)
             if admitted:
                 return SchedulerOutput(admitted, is_prefill=True)
         if not self.running:
@@ -60,9 +72,9 @@ class Scheduler:
         self._batch_open = False
         return self._decode()
 
-    def _admit(self) -> list[Sequence]:
-        """Move waiting sequences into the cache, oldest first, while budget and blocks allow."""
-        admitted, budget = [], self.cfg.max_num_batched_tokens
+    def _admit(self, budget: int) -> list[Sequence]:
+        """Move waiting sequences into the cache, oldest first, while budget, slots and blocks allow."""
+        admitted = []
         while self.waiting and len(self.running) < self.cfg.max_num_seqs:
             seq = self.waiting[0]
             n = seq.num_tokens    # a preempted sequence recomputes its outputs too

@@ -83,9 +83,11 @@ class PagedAttentionContext:
 
     def attend(self, layer_idx: int, q, k, v):
         k_cache, v_cache = self.cache.layer(layer_idx)
-        # Write first, then read: the new tokens attend to themselves through the cache.
-        k_cache.view(-1, *k_cache.shape[2:])[self.slot_mapping] = k[0]   # (N, KVH, D) into slots
-        v_cache.view(-1, *v_cache.shape[2:])[self.slot_mapping] = v[0]
+        # Write first, then read: the new tokens attend to themselves through the cache. NaN/inf
+        # never enter the cache (a request that overflows fp16 must not poison the next owner of its
+        # blocks), so readers may mask positions by score alone. Costs two ops on N rows.
+        k_cache.view(-1, *k_cache.shape[2:])[self.slot_mapping] = k[0].nan_to_num()   # (N, KVH, D)
+        v_cache.view(-1, *v_cache.shape[2:])[self.slot_mapping] = v[0].nan_to_num()
         out = self.attention_fn(q[0], k_cache, v_cache, self.block_tables, self.seq_lens,
                                 self.query_start_loc, max_query_len=self.max_query_len)
         return out[None]                                               # (1, N, H, D)
@@ -107,6 +109,28 @@ def paged_decode_torch(q, k_cache, v_cache, block_tables, seq_lens, query_start_
     k = k_cache[block_tables.long()].flatten(1, 2)                  # (B, max_blocks * bs, KVH, D)
     v = v_cache[block_tables.long()].flatten(1, 2)
     valid = torch.arange(max_blocks * bs, device=q.device)[None, :] < seq_lens[:, None]   # (B, S)
-    k = k.masked_fill(~valid[:, :, None, None], 0.0)
-    v = v.masked_fill(~valid[:, :, None, None], 0.0)
     return sdpa(q[:, None], k, v, mask=valid[:, None, None, :], scale=scale)[:, 0]   # (B, H, D)
+
+
+def paged_attention_torch(q, k_cache, v_cache, block_tables, seq_lens, query_start_loc,
+                          scale: float | None = None, max_query_len: int | None = None):
+    """The torch backend for any step: decode rows (q_len 1) in one batched call, prompt rows one
+    sequence at a time through the reference. Reads query_start_loc on the host (free on a CPU; a
+    sync on a GPU, where the Triton kernel is used instead)."""
+    if max_query_len == 1:
+        return paged_decode_torch(q, k_cache, v_cache, block_tables, seq_lens, scale=scale)
+    starts = query_start_loc.tolist()
+    q_lens = [b - a for a, b in zip(starts, starts[1:])]
+    out = torch.empty_like(q)
+    decode = [i for i, n in enumerate(q_lens) if n == 1]
+    if decode:
+        rows = torch.tensor([starts[i] for i in decode], device=q.device)
+        seqs = torch.tensor(decode, device=q.device)
+        out[rows] = paged_decode_torch(q[rows], k_cache, v_cache, block_tables[seqs], seq_lens[seqs],
+                                       scale=scale)
+    for i, n in enumerate(q_lens):
+        if n > 1:
+            s = slice(starts[i], starts[i + 1])
+            out[s] = paged_attention_ref(q[s], k_cache, v_cache, block_tables[i:i + 1],
+                                         seq_lens[i:i + 1], query_start_loc.new_tensor([0, n]), scale)
+    return out

@@ -162,3 +162,42 @@ def format_table(report: dict) -> str:
                         "TPOT p99 ms": None if r["tpot_p99_s"] is None else 1e3 * r["tpot_p99_s"],
                         "E2E p50 s": r["e2e_p50_s"], "E2E p99 s": r["e2e_p99_s"]}
     return pd.DataFrame(rows).T.to_string(float_format=lambda x: f"{x:.3g}")
+
+
+def add_bench_parser(sub) -> None:
+    """The ``bench`` sub-command's flags (registered by course_lib/__main__.py)."""
+    from .workloads import WORKLOADS
+    b = sub.add_parser("bench", help="one workload through several systems; table + JSON")
+    b.add_argument("--workload", default="anyscale-cpu", help=f"one of {sorted(WORKLOADS)}")
+    b.add_argument("--systems", default="hf-static,static,continuous",
+                   help=f"comma-separated, from {list(SYSTEMS)}")
+    b.add_argument("--model", default="smollm2-135m", help="registry name, folder or hub id")
+    b.add_argument("--random-weights", action="store_true",
+                   help="build the model's shape with random weights (speed work; nothing downloaded)")
+    b.add_argument("--max-num-seqs", type=int, default=16, help="batch slots (GPU runs: 256)")
+    b.add_argument("--max-num-batched-tokens", type=int, default=4096)
+    b.add_argument("--hf-batch-size", type=int, default=None, help="default: --max-num-seqs")
+    b.add_argument("--kv-memory-gb", type=float, default=None)
+    b.add_argument("--num-requests", type=int, default=None, help="override the workload's count")
+    b.add_argument("--cap", type=int, default=None, help="anyscale workloads: output-length cap")
+    b.add_argument("--json", default=None, help="write the results here")
+    b.set_defaults(func=cmd_bench)
+
+
+def cmd_bench(args) -> int:
+    overrides = {k: v for k, v in (("num_requests", args.num_requests), ("cap", args.cap)) if v is not None}
+    run_bench(args.workload, [s.strip() for s in args.systems.split(",") if s.strip()],
+              model=args.model, device=args.device, dtype=args.dtype,
+              random_weights=args.random_weights, max_num_seqs=args.max_num_seqs,
+              max_num_batched_tokens=args.max_num_batched_tokens, hf_batch_size=args.hf_batch_size,
+              kv_memory_gb=args.kv_memory_gb, json_path=args.json, workload_overrides=overrides)
+    return 0
+
+
+def demo_batching(model, tok, args) -> None:
+    """`make demo`, part 2: static vs continuous batching (and HF) on a small Anyscale-style workload."""
+    print("Batching on a small Anyscale-style workload (16 requests, 16-token prompts, output "
+          "lengths ~ exponential with mean 32 capped at 64, 8 batch slots):")
+    run_bench("anyscale-cpu", ["hf-static", "static", "continuous"], model="smollm2-135m",
+              device=args.device, dtype=args.dtype, max_num_seqs=8,
+              workload_overrides=dict(num_requests=16, cap=64))

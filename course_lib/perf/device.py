@@ -15,7 +15,10 @@ def pick_device_dtype(device: str | torch.device | None = None) -> tuple[torch.d
     """
     if device is None or str(device) == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto', got {str(device)!r}") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(f"device must be 'cpu' or 'auto' on a machine without CUDA, got {str(device)!r}")

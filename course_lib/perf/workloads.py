@@ -3,7 +3,9 @@
 - ``anyscale``: Anyscale's continuous-batching study: fixed 512-token prompts, output lengths drawn
   from an exponential distribution with mean 128, capped (the cap is what the study varies).
 - ``nanovllm``: nano-vllm's benchmark: 256 requests, prompt and output lengths uniform in [100, 1024].
-Each has a small ``-cpu`` profile that keeps the same shape of distribution at laptop scale.
+Each has a small ``-cpu`` profile that keeps the same shape of distribution at laptop scale (run it
+with 16 batch slots: eight times more requests than slots, so static batches form and drain
+repeatedly and the longest request is short next to the whole run, as in the study).
 Outputs ignore EOS so every system generates exactly the requested lengths.
 """
 from __future__ import annotations
@@ -57,7 +59,7 @@ def nanovllm(num_requests: int = 256, min_len: int = 100, max_len: int = 1024, v
 
 WORKLOADS = {
     "anyscale": lambda vocab, **kw: anyscale(vocab_size=vocab, **kw),
-    "anyscale-cpu": lambda vocab, **kw: anyscale(**{**dict(num_requests=32, prompt_len=64,
+    "anyscale-cpu": lambda vocab, **kw: anyscale(**{**dict(num_requests=128, prompt_len=16,
                                                            mean_output=32, cap=128), **kw},
                                                  vocab_size=vocab, name="anyscale-cpu"),
     "nanovllm": lambda vocab, **kw: nanovllm(vocab_size=vocab, **kw),

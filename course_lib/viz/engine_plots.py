@@ -28,18 +28,18 @@ def _color(i: int):
 def slot_intervals(step_log: Sequence) -> list[tuple[int, int, float, float]]:
     """(slot, seq_id, start, end) for every stay of a sequence in the running batch.
 
-    The engine has no slot numbers: a step lists the sequences it ran. A sequence enters the batch in
-    a prefill step and stays until its last step before it finishes or is preempted (a preempted
-    sequence comes back through another prefill step). Each stay takes the lowest slot free when it
-    begins, so the number of slots in use never exceeds ``max_num_seqs``.
+    The engine has no slot numbers: a step lists the sequences it ran. A stay is a run of consecutive
+    steps that include the sequence (a preempted sequence misses steps, then comes back in a new
+    stay). Each stay takes the lowest slot free when it begins, so the number of slots in use never
+    exceeds ``max_num_seqs``.
     """
     stays: dict[int, list[list[int]]] = {}           # seq_id -> [[first step, last step], ...]
     for i, rec in enumerate(step_log):
         for s in rec.seq_ids:
-            if rec.is_prefill or s not in stays:
-                stays.setdefault(s, []).append([i, i])
-            else:
+            if s in stays and stays[s][-1][1] == i - 1:
                 stays[s][-1][1] = i
+            else:
+                stays.setdefault(s, []).append([i, i])
     order = sorted((a, b, s) for s, spans in stays.items() for a, b in spans)
     slot_free_after: list[int] = []                  # slot -> index of the last step of its occupant
     out = []
@@ -56,7 +56,8 @@ def slot_timeline_plot(logs: Mapping[str, Sequence], *, title: str = "") -> Figu
     """One panel per step log (e.g. ``{"static": ..., "continuous": ...}``), same time axis.
 
     Each bar is one sequence in one batch slot, labelled by its admission order; white space is an
-    idle slot. Grey bands are prefill steps (nobody decodes while a prompt is processed).
+    idle slot. Grey bands are steps that ran a prompt (a static batch's prefill; in continuous
+    batching the running sequences decode in the same step).
     """
     fig, axes = _new_figure((9, 1.6 + 1.4 * len(logs)), nrows=len(logs), sharex=True)
     for ax, (name, log) in zip(axes, logs.items()):
@@ -76,7 +77,7 @@ def slot_timeline_plot(logs: Mapping[str, Sequence], *, title: str = "") -> Figu
         ax.set_title(f"{name}: {len(log)} steps, {log[-1].end - t0:.1f} s, "
                      f"{sum(decode) / max(1, len(decode)):.1f} sequences per decode step on average",
                      fontsize=9, loc="left")
-    axes[-1].set_xlabel("time since the first step (s)   (grey: prefill steps)")
+    axes[-1].set_xlabel("time since the first step (s)   (grey: steps that ran a prompt)")
     if title:
         fig.suptitle(title)
     fig.tight_layout()
