@@ -71,8 +71,10 @@ def run_bench(workload: str = "anyscale-cpu", systems=("hf-static", "continuous"
               random_weights: bool = False, max_num_seqs: int = 16, max_num_batched_tokens: int = 4096,
               hf_batch_size: int | None = None, kv_memory_gb: float | None = None,
               json_path: str | None = None, workload_overrides: dict | None = None,
-              log=print) -> dict:
-    """Run ``systems`` on ``workload``; returns (and optionally writes) the results dict."""
+              log=print, loaded=None) -> dict:
+    """Run ``systems`` on ``workload``; returns (and optionally writes) the results dict.
+
+    ``loaded``: the already-loaded model named by ``model`` (the demo has one), to skip a reload."""
     from ..models.loader import load_model
     from ..models.registry import KNOWN_MODELS, resolve_model
     from .device import pick_device_dtype
@@ -83,7 +85,9 @@ def run_bench(workload: str = "anyscale-cpu", systems=("hf-static", "continuous"
         raise ValueError(f"systems must be chosen from {list(SYSTEMS)}, got {bad}")
     dev, auto_dtype = pick_device_dtype(device)
     dt = getattr(torch, dtype) if isinstance(dtype, str) else (dtype or auto_dtype)
-    ours = load_model(model, device=dev, dtype=dt, random_weights=random_weights)
+    ours = loaded if loaded is not None else load_model(model, device=dev, dtype=dt,
+                                                        random_weights=random_weights)
+    dev, dt = ours.device, ours.dtype
     wl = make_workload(workload, ours.cfg.vocab_size, **(workload_overrides or {}))
     log(f"workload {wl.name}: {len(wl.requests)} requests, {wl.prompt_tokens} prompt tokens, "
         f"{wl.output_tokens} output tokens; model {model} ({'random' if random_weights else 'real'} "
@@ -199,5 +203,4 @@ def demo_batching(model, tok, args) -> None:
     print("Batching on a small Anyscale-style workload (16 requests, 16-token prompts, output "
           "lengths ~ exponential with mean 32 capped at 64, 8 batch slots):")
     run_bench("anyscale-cpu", ["hf-static", "static", "continuous"], model="smollm2-135m",
-              device=args.device, dtype=args.dtype, max_num_seqs=8,
-              workload_overrides=dict(num_requests=16, cap=64))
+              max_num_seqs=8, workload_overrides=dict(num_requests=16, cap=64), loaded=model)
