@@ -3,6 +3,7 @@ the value it got and what is allowed, so a learner's typo fails at the line that
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,6 +12,19 @@ def check(ok: bool, field_name: str, value: Any, allowed: str) -> None:
     """Raise ``ValueError("<field> must be <allowed>, got <value>")`` unless ``ok``."""
     if not ok:
         raise ValueError(f"{field_name} must be {allowed}, got {value!r}")
+
+
+def check_prompt_ids(ids, vocab_size: int) -> list[int]:
+    """The one check of a token-id prompt (used by generate and by the engine): non-empty, integers
+    (bools excluded) in [0, vocab_size). Returns the ids as plain ints."""
+    ids = list(ids)
+    if not ids:
+        raise ValueError("prompt must be a non-empty string or a non-empty list of token ids, got []")
+    bad = [t for t in ids if not isinstance(t, numbers.Integral) or isinstance(t, bool)
+           or not 0 <= t < vocab_size]
+    if bad:
+        raise ValueError(f"prompt token ids must be integers in [0, {vocab_size}), got {bad[:5]}")
+    return [int(t) for t in ids]
 
 
 @dataclass

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .config import check_prompt_ids
 from .kv.contiguous import ContiguousKVCache
 from .models.llama import LlamaModel
 
@@ -28,12 +29,7 @@ def check_generate_args(model: LlamaModel, prompt_ids, max_new_tokens: int, temp
         raise ValueError(f"max_tokens must be an integer >= 1, got {max_new_tokens!r}")
     if temperature is None or temperature != temperature or temperature < 0:
         raise ValueError(f"temperature must be a number >= 0 (0 means greedy), got {temperature!r}")
-    if len(prompt_ids) == 0:
-        raise ValueError("prompt must contain at least one token, got an empty prompt")
-    vocab = model.cfg.vocab_size
-    bad = [t for t in prompt_ids if not 0 <= t < vocab]
-    if bad:
-        raise ValueError(f"prompt token ids must be in [0, {vocab}), got {bad[:5]}")
+    check_prompt_ids(prompt_ids, model.cfg.vocab_size)
     ctx = model.cfg.max_position_embeddings
     if len(prompt_ids) + max_new_tokens > ctx:
         raise ValueError(f"prompt length ({len(prompt_ids)}) + max_tokens ({max_new_tokens}) must be "

@@ -64,7 +64,7 @@ def test_empty_prompt(smol):
     model, tok = smol
     with pytest.raises(ValueError, match="prompt must be a non-empty string, got ''"):
         tok.encode("")
-    with pytest.raises(ValueError, match="prompt must contain at least one token"):
+    with pytest.raises(ValueError, match="prompt must be a non-empty string or a non-empty list of token ids"):
         generate(model, [], 4)
 
 
@@ -82,7 +82,7 @@ def test_generate_rejects_bad_arguments(smol, kwargs, message):
 
 def test_prompt_token_ids_out_of_vocab(smol):
     model, _ = smol
-    with pytest.raises(ValueError, match=r"prompt token ids must be in \[0, 49152\), got \[49152, -1\]"):
+    with pytest.raises(ValueError, match=r"prompt token ids must be integers in \[0, 49152\), got \[49152, -1\]"):
         generate(model, [1, 49152, -1], 4)
 
 

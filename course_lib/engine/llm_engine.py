@@ -3,19 +3,18 @@ pass), ``abort_request``. ``LLM.generate`` is this loop run until every request 
 from __future__ import annotations
 
 import itertools
-import numbers
 import time
 
 import torch
 
-from ..config import EngineConfig, SamplingParams
+from ..config import EngineConfig, SamplingParams, check_prompt_ids
 from ..kv.block_manager import BlockManager
 from ..kv.paged import PagedKVCache
 from ..models.llama import LlamaModel
 from .model_runner import ModelRunner
 from .outputs import CompletionOutput, RequestMetrics, RequestOutput, StepRecord
 from .scheduler import Scheduler
-from .sequence import Sequence, SequenceStatus
+from .sequence import Sequence
 
 
 def kv_blocks_for_budget(model: LlamaModel, cfg: EngineConfig) -> int:
@@ -59,15 +58,7 @@ class LLMEngine:
             if self.tokenizer is None:
                 raise ValueError("prompt must be a list of token ids: this engine has no tokenizer")
             return self.tokenizer.encode(prompt)
-        ids = list(prompt)
-        vocab = self.model.cfg.vocab_size
-        if not ids:
-            raise ValueError("prompt must be a non-empty string or a non-empty list of token ids, got []")
-        bad = [t for t in ids if not isinstance(t, numbers.Integral) or isinstance(t, bool)
-               or not 0 <= t < vocab]
-        if bad:
-            raise ValueError(f"prompt token ids must be integers in [0, {vocab}), got {bad[:5]}")
-        return [int(t) for t in ids]
+        return check_prompt_ids(prompt, self.model.cfg.vocab_size)
 
     def validate(self, prompt_ids: list[int], params: SamplingParams) -> None:
         """Reject a request that could never run, before it touches any queue."""

@@ -58,11 +58,12 @@ def run_hf_static(model, workload: Workload, batch_size: int) -> tuple[list[Requ
             mask[row, width - len(r.prompt_token_ids):] = 1
         clock = _FirstStepClock()
         cfg = GenerationConfig(max_new_tokens=new, min_new_tokens=new, do_sample=False, pad_token_id=0)
-        model.generate(ids.to(device), attention_mask=mask.to(device), generation_config=cfg,
-                       logits_processor=LogitsProcessorList([clock]))
+        out = model.generate(ids.to(device), attention_mask=mask.to(device), generation_config=cfg,
+                             logits_processor=LogitsProcessorList([clock]))
         _sync(device)
         end = time.perf_counter()
-        timings += [RequestTiming(t0, clock.t, end, r.max_tokens) for r in batch]
+        made = out.shape[1] - width            # tokens generated per row, padding work included
+        timings += [RequestTiming(t0, clock.t, end, min(made, r.max_tokens)) for r in batch]
     return timings, time.perf_counter() - t0
 
 
