@@ -20,6 +20,8 @@ def check_prompt_ids(ids, vocab_size: int) -> list[int]:
     ids = list(ids)
     if not ids:
         raise ValueError("prompt must be a non-empty string or a non-empty list of token ids, got []")
+    if all(type(t) is int for t in ids) and 0 <= min(ids) and max(ids) < vocab_size:
+        return ids                     # the common case, checked in C-speed passes (long prompts)
     bad = [t for t in ids if not isinstance(t, numbers.Integral) or isinstance(t, bool)
            or not 0 <= t < vocab_size]
     if bad:
@@ -163,6 +165,9 @@ class EngineConfig:
     kv_memory_gb: float | None = None
     attention_backend: str = "auto"
     cuda_graphs: bool = True          # replay captured decode steps on CUDA (no effect on CPU)
+    # Launch step t+1 before reading step t's tokens back, so the host's scheduling overlaps the GPU's
+    # work (Day 14). None: on for CUDA, off on CPU (where nothing runs asynchronously anyway).
+    async_scheduling: bool | None = None
 
     def __post_init__(self):
         check(self.scheduler in SCHEDULERS, "scheduler", self.scheduler, f"one of {SCHEDULERS}")

@@ -119,6 +119,12 @@ ENGINE_RUNS = {
     # 56 blocks of 4 = 224 slots, while the 16 requests hold ~700 tokens (~180 blocks) at the end:
     # admission fills the pool and decode steps preempt
     "preempting": dict(scheduler="continuous", max_num_seqs=32, block_size=4, num_kv_blocks=56),
+    # async scheduling (the CUDA default) on the CPU: one step in flight, its tokens filled in a step
+    # later; EOS-stopped sequences have one extra token scheduled that must be dropped
+    "continuous-async": dict(scheduler="continuous", max_num_seqs=8, block_size=16, num_kv_blocks=64,
+                             async_scheduling=True),
+    "preempting-async": dict(scheduler="continuous", max_num_seqs=32, block_size=4, num_kv_blocks=56,
+                             async_scheduling=True),
 }
 
 
@@ -142,7 +148,7 @@ def test_batched_engine_greedy_equals_hf_alone(run, smol, prompts, hf_greedy):
     preemptions = sum(o.metrics.num_preemptions for o in outs)
     logged = sum(r.num_preempted for r in llm.engine.step_log)
     assert preemptions == logged
-    if run == "preempting":
+    if run.startswith("preempting"):
         assert preemptions > 0, "the small pool should have forced preemption"
     else:
         assert preemptions == 0
@@ -192,9 +198,10 @@ def alone(model, ids, max_tokens) -> list[int]:
 
 # -- abort
 
-def test_abort_waiting_running_and_preempted_requests(tiny):
+@pytest.mark.parametrize("async_scheduling", [False, True])
+def test_abort_waiting_running_and_preempted_requests(tiny, async_scheduling):
     # 12 blocks of 4 and at most 3 running: the first three admitted fill the pool as they decode
-    engine = tiny_engine(tiny, num_kv_blocks=12, max_num_seqs=3)
+    engine = tiny_engine(tiny, num_kv_blocks=12, max_num_seqs=3, async_scheduling=async_scheduling)
     greedy = SamplingParams(temperature=0, max_tokens=16)
     prompts = {str(i): prompt_ids(n, seed=i) for i, n in enumerate([6, 9, 5, 7, 8, 4])}
     seqs = {}

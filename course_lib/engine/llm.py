@@ -20,6 +20,7 @@ class LLM:
                  max_num_batched_tokens: int = 4096, block_size: int = 16,
                  num_kv_blocks: int | None = None, kv_memory_gb: float | None = None,
                  attention_backend: str = "auto", cuda_graphs: bool = True,
+                 async_scheduling: bool | None = None,
                  max_model_len: int | None = None,
                  random_weights: bool = False, seed: int = 0):
         """``model`` is a registry name, a folder, a hub id, or an already-loaded LlamaModel (the
@@ -27,7 +28,8 @@ class LLM:
         cfg = EngineConfig(scheduler=scheduler, max_num_seqs=max_num_seqs,
                            max_num_batched_tokens=max_num_batched_tokens, block_size=block_size,
                            num_kv_blocks=num_kv_blocks, kv_memory_gb=kv_memory_gb,
-                           attention_backend=attention_backend, cuda_graphs=cuda_graphs)
+                           attention_backend=attention_backend, cuda_graphs=cuda_graphs,
+                           async_scheduling=async_scheduling)
         if isinstance(model, LlamaModel):
             if tokenizer is None and not random_weights and isinstance(getattr(model, "source", None), str):
                 tokenizer = _load_tokenizer(model.source)

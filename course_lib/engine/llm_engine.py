@@ -11,10 +11,10 @@ from ..config import EngineConfig, SamplingParams, check_prompt_ids
 from ..kv.block_manager import BlockManager
 from ..kv.paged import PagedKVCache
 from ..models.llama import LlamaModel
-from .model_runner import ModelRunner
+from .model_runner import ModelRunner, StepHandle
 from .outputs import CompletionOutput, RequestMetrics, RequestOutput, StepRecord
 from .scheduler import Scheduler
-from .sequence import Sequence
+from .sequence import PENDING, Sequence
 
 
 def kv_blocks_for_budget(model: LlamaModel, cfg: EngineConfig) -> int:
@@ -48,6 +48,9 @@ class LLMEngine:
         self.requests: dict[str, list[Sequence]] = {}
         self.prompts: dict[str, str | None] = {}
         self.step_log: list[StepRecord] = []
+        self.async_scheduling = (model.device.type == "cuda" if self.cfg.async_scheduling is None
+                                 else self.cfg.async_scheduling)
+        self._inflight: StepHandle | None = None     # async scheduling: the step the GPU is running
         self._ids = itertools.count()
 
     # ---- requests in -------------------------------------------------------------------------
@@ -106,58 +109,93 @@ class LLMEngine:
             return None
         now = time.perf_counter()
         for seq in seqs:
+            while seq.output_token_ids and seq.output_token_ids[-1] == PENDING:
+                seq.output_token_ids.pop()   # in flight: dropped when it lands
             if not seq.is_finished:
                 self.scheduler.finish(seq, "abort")
+            if seq.finish_time is None:
                 seq.finish_time = now
         return self._output(request_id)
 
     def has_unfinished_requests(self) -> bool:
-        return self.scheduler.has_work()
+        return self.scheduler.has_work() or self._inflight is not None
 
     # ---- one step --------------------------------------------------------------------------------
     def step(self) -> list[RequestOutput]:
-        """Schedule, run the model once, append one token per scheduled sequence.
+        """Schedule and launch one forward pass, then take in the tokens of the pass before it.
 
-        Returns the outputs of the requests that finished in this step."""
+        Returns the outputs of the requests that finished. Synchronous mode (the default on CPU)
+        launches and reads back the same step. Async mode (the default on CUDA) keeps one step in
+        flight: while the GPU runs step t the host reads step t-1's tokens and schedules step t+1, whose
+        inputs take step t's tokens straight from the GPU. A sequence that stops on EOS costs one
+        wasted token (it was already scheduled again); one stopping on length costs nothing (known ahead).
+        """
         start = time.perf_counter()
         sched = self.scheduler.schedule()
-        if sched is None:
+        if sched is None and self._inflight is None:
             if self.scheduler.has_work():   # validate() makes this unreachable; never spin silently
                 raise RuntimeError(f"scheduler made no progress with {len(self.scheduler.waiting)} "
                                    f"waiting and {len(self.scheduler.running)} running sequences")
             return []
-        num_tokens = sched.num_tokens         # before the loop below marks the tokens as computed
-        tokens, logprobs = self.runner.execute(sched)
-        now = time.perf_counter()
-        done = []
-        for i, (seq, token) in enumerate(zip(sched.seqs, tokens)):
+        launched = None if sched is None else self._launch(sched, start)
+        done = self._complete(self._inflight) if self._inflight is not None else []
+        self._inflight = launched
+        if launched is not None and not self.async_scheduling:
+            done += self._complete(launched)
+            self._inflight = None
+        return done
+
+    def _launch(self, sched, start: float) -> StepHandle:
+        """Queue the step on the device, then account its tokens as if already computed (PENDING)."""
+        handle = self.runner.launch(sched, self._inflight)
+        handle.start, handle.num_tokens = start, sched.num_tokens
+        handle.out_index = []
+        for seq in sched.seqs:
             if seq.first_scheduled_time is None:
                 seq.first_scheduled_time = start
             seq.num_computed_tokens = seq.num_tokens
-            seq.output_token_ids.append(token)
+            handle.out_index.append(len(seq.output_token_ids))
+            seq.output_token_ids.append(PENDING)
+            if len(seq.output_token_ids) >= seq.params.max_tokens or seq.num_tokens >= self.max_model_len:
+                # Known before the token is: free the blocks now. The GPU still reads them in this
+                # step, but any later step that reuses them runs after it on the same stream.
+                self.scheduler.finish(seq, "length")
+        return handle
+
+    def _complete(self, handle: StepHandle) -> list[RequestOutput]:
+        """Wait for a launched step's tokens; append them, stop sequences, emit finished requests."""
+        tokens, logprobs = handle.result()
+        now = time.perf_counter()
+        done = []
+        for i, (seq, token) in enumerate(zip(handle.sched.seqs, tokens)):
+            k = handle.out_index[i]
+            if k >= len(seq.output_token_ids) or seq.output_token_ids[k] != PENDING:
+                continue                      # stopped or aborted before this token: it is dropped
+            seq.output_token_ids[k] = token
             if seq.params.logprobs:
                 seq.output_logprobs.append(logprobs[i])
             seq.token_times.append(now)
             if seq.first_token_time is None:
                 seq.first_token_time = now
-            reason = self._stop_reason(seq, token)
-            if reason:
-                self.scheduler.finish(seq, reason)
+            if self._is_stop_token(seq, token):
+                del seq.output_token_ids[k + 1:]      # a token already scheduled after it is dropped
+                if seq.is_finished:
+                    seq.finish_reason = "stop"        # it ended on both counts; EOS is the reason
+                else:
+                    self.scheduler.finish(seq, "stop")
+            if seq.is_finished and len(seq.output_token_ids) == k + 1:   # its last token is in
                 seq.finish_time = now
-                if all(s.is_finished for s in self.requests[seq.request_id]):
+                if all(s.is_finished and s.finish_time is not None
+                       for s in self.requests[seq.request_id]):
                     done.append(self._output(seq.request_id))
-        self.step_log.append(StepRecord(start, now, sched.is_prefill, [s.seq_id for s in sched.seqs],
-                                        num_tokens, self.block_manager.num_free_blocks,
-                                        len(sched.preempted)))
+        self.step_log.append(StepRecord(handle.start, now, handle.sched.is_prefill,
+                                        [s.seq_id for s in handle.sched.seqs], handle.num_tokens,
+                                        self.block_manager.num_free_blocks,
+                                        len(handle.sched.preempted)))
         return done
 
-    def _stop_reason(self, seq: Sequence, token: int) -> str | None:
-        p = seq.params
-        if (not p.ignore_eos and token in self.eos_token_ids) or token in p.stop_token_ids:
-            return "stop"
-        if len(seq.output_token_ids) >= p.max_tokens or seq.num_tokens >= self.max_model_len:
-            return "length"
-        return None
+    def _is_stop_token(self, seq: Sequence, token: int) -> bool:
+        return (not seq.params.ignore_eos and token in self.eos_token_ids) or token in seq.params.stop_token_ids
 
     def _output(self, request_id: str) -> RequestOutput:
         seqs = self.requests[request_id]

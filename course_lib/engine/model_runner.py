@@ -8,14 +8,17 @@ All sequences of a step are packed side by side into one (1, N) input (no paddin
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from ..kv.paged import PagedAttentionContext, PagedKVCache, paged_attention_torch, paged_decode_torch
 from ..layers.sampler import sample
 from ..models.llama import LlamaModel
+from .cuda_graphs import fill_rows
 from .scheduler import SchedulerOutput
+from .sequence import PENDING
 
 
 def attention_functions(backend: str, device: torch.device):
@@ -65,6 +68,8 @@ class ModelRunner:
 
     def prepare(self, sched: SchedulerOutput) -> StepInputs:
         bs = self.cache.block_size
+        if not sched.is_prefill:
+            return self._prepare_decode(sched.seqs, bs)
         inp = StepInputs([], [], [], [], [], [0])
         for seq in sched.seqs:
             table = seq.block_table
@@ -82,30 +87,84 @@ class ModelRunner:
             inp.starts.append(inp.starts[-1] + len(pos))
         return inp
 
-    def _eager_logits(self, inp: StepInputs, is_prefill: bool) -> torch.Tensor:
-        width = max(len(t) for t in inp.tables)
+    @staticmethod
+    def _prepare_decode(seqs, bs: int) -> StepInputs:
+        """Decode-only steps (most steps): one token per sequence, built without per-token loops."""
+        last = [s.num_tokens - 1 for s in seqs]                  # position of each newest token
+        tables = [s.block_table for s in seqs]
+        return StepInputs(
+            ids=[s.output_token_ids[-1] if s.output_token_ids else s.prompt_token_ids[-1] for s in seqs],
+            positions=last, slots=[t[p // bs] * bs + p % bs for t, p in zip(tables, last)],
+            tables=tables, seq_lens=[p + 1 for p in last], starts=list(range(len(seqs) + 1)))
+
+    def _eager_logits(self, inp: StepInputs, is_prefill: bool, fix=None) -> torch.Tensor:
+        tables = np.zeros((len(inp.tables), max(len(t) for t in inp.tables)), dtype=np.int32)
+        fill_rows(tables, inp.tables)
         ctx = PagedAttentionContext(
             cache=self.cache, slot_mapping=self._tensor(inp.slots, torch.long),
-            block_tables=self._tensor([t + [0] * (width - len(t)) for t in inp.tables]),
+            block_tables=torch.from_numpy(tables).to(self.device, non_blocking=True),
             seq_lens=self._tensor(inp.seq_lens), query_start_loc=self._tensor(inp.starts),
             max_query_len=inp.max_query_len,
             attention_fn=self.prefill_fn if is_prefill else self.decode_fn)
-        ids = self._tensor(inp.ids, torch.long)[None]                       # (1, N)
+        ids = self._tensor(inp.ids, torch.long)
+        if fix is not None:                                                 # async: tokens in flight
+            rows, src, prev_tokens = fix
+            ids.index_copy_(0, rows, prev_tokens.index_select(0, src))
+        ids = ids[None]                                                     # (1, N)
         positions = self._tensor(inp.positions, torch.long)[None]
         last = self._tensor([s - 1 for s in inp.starts[1:]], torch.long)    # each sequence's last token
         hidden = self.model.hidden_states(ids, positions, ctx)[0, last]     # (B, hidden)
         return self.model.lm_head(hidden)                                   # (B, vocab): last tokens only
 
+    def _fixups(self, sched: SchedulerOutput, inp: StepInputs, prev: "StepHandle | None"):
+        """Rows whose input token is still being computed by ``prev`` (async scheduling): their ids
+        are copied on the device from prev's sampled tokens. Returns (rows in ids, rows in prev) or None."""
+        if prev is None:
+            return None
+        prev_row = {s.seq_id: i for i, s in enumerate(prev.sched.seqs)}
+        rows, src = [], []
+        for i, seq in enumerate(sched.seqs):
+            r = inp.starts[i + 1] - 1                 # the sequence's newest token
+            if inp.ids[r] == PENDING:
+                rows.append(r)
+                src.append(prev_row[seq.seq_id])      # KeyError = a token nobody is computing: a bug
+                inp.ids[r] = 0                        # overwritten on the device before the forward
+        if not rows:
+            return None
+        return (self._tensor(rows, torch.long), self._tensor(src, torch.long), prev.tokens)
+
     @torch.inference_mode()
-    def execute(self, sched: SchedulerOutput) -> tuple[list[int], list[float] | None]:
-        """Run one step; returns the next token of every scheduled sequence (and logprobs if asked)."""
+    def launch(self, sched: SchedulerOutput, prev: "StepHandle | None" = None) -> "StepHandle":
+        """Queue one step on the device and return without waiting for it.
+
+        ``prev``: the step still in flight (async scheduling); sequences it is decoding take their
+        input token straight from its sampled tokens on the device."""
         inp = self.prepare(sched)
+        fix = self._fixups(sched, inp, prev)
         if (not sched.is_prefill and self.graphs is not None
                 and self.graphs.bucket(len(inp.ids)) is not None):
-            logits = self.graphs.run(inp.ids, inp.positions, inp.slots, inp.tables, inp.seq_lens)
+            logits = self.graphs.run(inp.ids, inp.positions, inp.slots, inp.tables, inp.seq_lens, fix)
         else:
-            logits = self._eager_logits(inp, sched.is_prefill)
+            logits = self._eager_logits(inp, sched.is_prefill, fix)
         tokens, logprobs = sample(logits, [s.params for s in sched.seqs],
                                   [s.generator for s in sched.seqs])
-        # the step's one host sync: the scheduler needs the tokens to decide the next step
-        return tokens.tolist(), None if logprobs is None else logprobs.tolist()
+        return StepHandle(sched, tokens, logprobs)
+
+    def execute(self, sched: SchedulerOutput) -> tuple[list[int], list[float] | None]:
+        """Run one step and wait for it: the next token of every scheduled sequence (and logprobs)."""
+        return self.launch(sched).result()
+
+
+@dataclass
+class StepHandle:
+    """A launched step: its schedule and its sampled tokens, still on the device."""
+    sched: SchedulerOutput
+    tokens: torch.Tensor                 # (B,) int64
+    logprobs: torch.Tensor | None        # (B,) float32, when some request asked
+    start: float = 0.0                   # the engine's bookkeeping for when the tokens land:
+    num_tokens: int = 0                  # tokens computed, and where each sequence's token goes
+    out_index: list[int] = field(default_factory=list)
+
+    def result(self) -> tuple[list[int], list[float] | None]:
+        # the step's one host sync: the scheduler needs the tokens to decide what comes next
+        return self.tokens.tolist(), None if self.logprobs is None else self.logprobs.tolist()

@@ -94,9 +94,13 @@ class Scheduler:
     def _decode(self) -> SchedulerOutput:
         """One token for every running sequence; preempt the newest when blocks run out."""
         scheduled, preempted = [], []
-        queue = list(self.running)
+        queue = deque(self.running)
+        bs = self.blocks.block_size
         while queue:
-            seq = queue.pop(0)
+            seq = queue.popleft()
+            if seq.num_tokens <= len(seq.block_table) * bs:   # 15 steps in 16: its last block has room
+                scheduled.append(seq)
+                continue
             while not self.blocks.can_grow(seq.block_table, seq.num_tokens):
                 victim = queue.pop() if queue else seq
                 self.preempt(victim)

@@ -9,6 +9,9 @@ import torch
 from ..config import SamplingParams
 
 
+PENDING = -1   # an output token the GPU is still computing (async scheduling fills it in a step later)
+
+
 class SequenceStatus(enum.Enum):
     WAITING = "waiting"      # not in the cache: new, or preempted (its KV was dropped; it will recompute)
     RUNNING = "running"      # its KV is in the cache; it gets a token every decode step
