@@ -46,5 +46,10 @@ lab: setup
 bench: setup
 	$(PY) -m course_lib bench --workload anyscale-cpu --systems hf-static,static,continuous
 
+# The README's performance table and data/results/perf.png from data/results/*.json.
+.PHONY: report
+report: setup
+	$(PY) -m course_lib report
+
 clean-cache:
 	rm -rf data/cache

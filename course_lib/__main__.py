@@ -3,6 +3,7 @@
     generate   run one prompt through one model; print the text, or one JSON object with --json
     demo       the embedded model answers a few questions, then static vs continuous batching
     bench      one workload through several systems (ours and HF's); a table and a JSON file
+    report     the README's performance table and data/results/perf.png, from data/results/*.json
 
 A command is a ``cmd_<name>(args) -> exit code`` function plus a sub-parser in ``build_parser``; add
 ``bench`` the same way. Bad input (a value a learner typed) exits with code 2 and one line on stderr,
@@ -150,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     from .perf.bench import add_bench_parser
     add_bench_parser(sub)
     _add_device_args(sub.choices["bench"])
+    from .perf.report import add_report_parser
+    add_report_parser(sub)
     return parser
 
 

@@ -1,12 +1,33 @@
 """The bench plumbing on a tiny workload: every system serves every request, counts only requested
-tokens, and the JSON carries the context a number needs (device, versions, model, workload)."""
+tokens, and the JSON carries the context a number needs (device, versions, model, workload, roofline).
+The workload floor against schedules worked out by hand, the HF time guards, the suite's and report's
+command lines, and the README's performance section against data/results/ (stale -> this file fails)."""
 import json
+import shutil
+import time
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
+import torch
 
-from course_lib.perf.bench import run_bench
+from course_lib.__main__ import main
+from course_lib.config import ModelConfig
+from course_lib.models.registry import KNOWN_MODELS
+from course_lib.perf import peers
+from course_lib.perf.bench import parse_hf_num_requests, run_bench
+from course_lib.perf.floor import workload_floor
 from course_lib.perf.metrics import RequestTiming, summarize
+from course_lib.perf.report import END, START, load_reports, run_report
+from course_lib.perf.suite import device_slug
 from course_lib.perf.workloads import anyscale, make_workload, nanovllm
+
+ROOT = Path(__file__).resolve().parents[1]
+# vocab V=10, hidden d=4, MLP f=8, L=1, H=2, KVH=1, D=2: P_mm = 184 weights (tests/test_perf.py),
+# K/V 2*1*1*2*2 = 8 bytes per token in 2-byte dtypes, 4*L*H*D = 16 attention FLOPs per (query, key).
+TINY = ModelConfig(vocab_size=10, hidden_size=4, intermediate_size=8, num_layers=1, num_heads=2,
+                   num_kv_heads=1, head_dim=2)
+W = 184 * 2                      # weight bytes read per step
 
 
 def test_workloads_are_seeded_and_shaped():
@@ -15,6 +36,9 @@ def test_workloads_are_seeded_and_shaped():
     assert all(len(r.prompt_token_ids) == 512 and 1 <= r.max_tokens <= 64 for r in a.requests)
     n = nanovllm(num_requests=40)
     assert all(100 <= len(r.prompt_token_ids) <= 1024 and 100 <= r.max_tokens <= 1024 for r in n.requests)
+    head = n.head(10)
+    assert head.requests == n.requests[:10] and head.params["num_requests"] == 10
+    assert head.lengths == [(len(r.prompt_token_ids), r.max_tokens) for r in n.requests[:10]]
     with pytest.raises(ValueError, match="workload must be one of"):
         make_workload("nope", 100)
 
@@ -27,17 +51,210 @@ def test_summarize_by_hand():
     assert s["tpot_p50_s"] == 0.5        # only the 5-token request has a TPOT: (3 - 1) / 4
 
 
+# ---- the workload floor ------------------------------------------------------------------------------
+def test_floor_of_one_request_is_the_docstring_example():
+    # step 1 prefills 3 tokens: 368 + 3*8 = 392 bytes, 2*184*3 + 16*(1+2+3) = 1200 FLOPs;
+    # step 2 decodes at position 3: 368 + 4*8 = 400 bytes, 2*184 + 16*4 = 432 FLOPs.
+    f = workload_floor(TINY, [(3, 2)], dtype_bytes=2, bandwidth=100, matmul_rate=1000, max_num_seqs=4)
+    assert (f.steps, f.weight_bytes, f.kv_bytes, f.flops) == (2, 2 * W, 56, 1632)
+    assert f.floor_s == pytest.approx(3.92 + 4.00) and f.compute_bound_steps == 0
+
+
+def test_floor_counts_one_weight_read_per_step_whatever_the_slots():
+    # A = (prompt 2, 3 outputs) attends over 2, 3, 4 tokens; B = (4, 1) attends over 4: 13 K/V tokens.
+    # FLOPs: A 2*184*2 + 16*3, then 2*184 + 16*3 and 2*184 + 16*4; B 2*184*4 + 16*10.
+    flops = (736 + 48) + (368 + 48) + (368 + 64) + (1472 + 160)
+    one = workload_floor(TINY, [(2, 3), (4, 1)], 2, bandwidth=1e9, matmul_rate=1e12, max_num_seqs=1)
+    two = workload_floor(TINY, [(2, 3), (4, 1)], 2, bandwidth=1e9, matmul_rate=1e12, max_num_seqs=2)
+    assert (one.steps, one.weight_bytes, one.kv_bytes, one.flops) == (4, 4 * W, 13 * 8, flops)
+    assert (two.steps, two.weight_bytes, two.kv_bytes, two.flops) == (3, 3 * W, 13 * 8, flops)
+    assert two.floor_s == pytest.approx((3 * W + 13 * 8) / 1e9)      # memory-bound: bytes / bandwidth
+
+
+def test_floor_admits_into_a_slot_the_step_after_it_frees():
+    # 2 slots: step 1 prefills R1 (done) and R2; step 2 decodes R2 (attends 2) and prefills R3 (done);
+    # step 3 decodes R2 (attends 3). K/V tokens 1+1, 2+1, 3.
+    f = workload_floor(TINY, [(1, 1), (1, 3), (1, 1)], 2, 1e9, 1e12, max_num_seqs=2)
+    assert (f.steps, f.kv_bytes, f.weight_bytes) == (3, 8 * 8, 3 * W)
+
+
+def test_floor_when_compute_sets_the_pace():
+    f = workload_floor(TINY, [(3, 2)], 2, bandwidth=1e30, matmul_rate=1000, max_num_seqs=1)
+    assert f.compute_bound_steps == f.steps == 2
+    assert f.floor_s == pytest.approx(1.632) == pytest.approx(f.compute_bound_s)
+    with pytest.raises(ValueError, match="max_num_seqs"):
+        workload_floor(TINY, [(3, 2)], 2, 1.0, 1.0, max_num_seqs=0)
+    with pytest.raises(ValueError, match="requests"):
+        workload_floor(TINY, [(0, 2)], 2, 1.0, 1.0, max_num_seqs=1)
+
+
+# ---- the bench run -----------------------------------------------------------------------------------
 def test_bench_runs_every_system(tmp_path):
     path = tmp_path / "r.json"
     report = run_bench("nanovllm-cpu", ["hf-static", "static", "continuous"], model="smollm2-135m",
                        random_weights=True, max_num_seqs=2, json_path=str(path), log=lambda *a: None,
-                       workload_overrides=dict(num_requests=3, min_len=4, max_len=9))
+                       workload_overrides=dict(num_requests=3, min_len=4, max_len=9),
+                       hf_num_requests={"hf-static": 2})
     saved = json.loads(path.read_text())
     assert saved["results"].keys() == {"hf-static", "static", "continuous"}
     expected = saved["workload"]["output_tokens"]
     for system, r in saved["results"].items():
         assert "error" not in r, (system, r)
-        assert r["output_tokens"] == expected, system       # forced lengths, EOS ignored
-    assert saved["results"]["hf-static"]["ratio_to_hf_static"] == 1.0
+        assert r["floor_fraction"] == pytest.approx(r["floor_s"] / r["wall_time_s"])
+    for system in ("static", "continuous"):
+        r = saved["results"][system]
+        assert r["output_tokens"] == expected and r["num_requests"] == 3, system   # EOS ignored
+        assert r["floor_s"] == saved["roofline"]["floor_s"]
+    hf = saved["results"]["hf-static"]                  # the first 2 of 3 requests: one batch of 2
+    assert (hf["num_requests"], hf["sample_of"]) == (2, 3)
+    assert saved["engine"]["hf_num_requests"] == {"hf-static": 2}
+    sizes = make_workload("nanovllm-cpu", 49152, num_requests=3, min_len=4, max_len=9).lengths
+    assert hf["output_tokens"] == sum(o for _, o in sizes[:2])
+    assert hf["floor_s"] < saved["roofline"]["floor_s"] and hf["ratio_to_hf_static"] == 1.0
+    roof = saved["roofline"]
+    cfg = ModelConfig.from_hf(KNOWN_MODELS["smollm2-135m"][0])
+    floor = workload_floor(cfg, sizes, 4, roof["copy_gb_per_s"] * 1e9, roof["matmul_tflops"] * 1e12, 2)
+    assert roof["copy_gb_per_s"] > 0 and roof["matmul_tflops"] > 0 and roof["matmul_dtype"] == "float32"
+    assert (roof["steps"], roof["kv_bytes"], roof["max_num_seqs"]) == (floor.steps, floor.kv_bytes, 2)
+    assert roof["bytes"] == roof["weight_bytes"] + roof["kv_bytes"]
     assert {"device", "versions", "model", "workload", "engine"} <= saved.keys()
     assert report["model"]["random_weights"] is True
+
+
+TINY_HF = dict(model_type="llama", vocab_size=256, hidden_size=32, intermediate_size=64,
+               num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+               max_position_embeddings=512)
+
+
+@pytest.fixture(scope="module")
+def tiny_hf():
+    return peers.build_hf_model(TINY_HF, "cpu", torch.float32)
+
+
+def test_hf_static_guard_keeps_whole_batches(tiny_hf, monkeypatch):
+    wl = make_workload("nanovllm-cpu", 256, num_requests=6, min_len=4, max_len=12)
+    timings, _ = peers.run_hf_static(tiny_hf, wl, 2, deadline=time.perf_counter() + 600)
+    assert [t.output_tokens for t in timings] == [r.max_tokens for r in wl.requests]
+    with pytest.raises(TimeoutError, match="first batch"):
+        peers.run_hf_static(tiny_hf, wl, 2, deadline=time.perf_counter() - 1)
+    made = iter([False, True])                  # the guard lets batch 1 finish and cuts batch 2
+
+    class CutSecond:
+        def __init__(self, deadline):
+            self.cut = next(made)
+
+        def __call__(self, input_ids, scores, **kw):
+            return torch.full((input_ids.shape[0],), self.cut)
+    monkeypatch.setattr(peers, "_StopAt", CutSecond)
+    timings, wall = peers.run_hf_static(tiny_hf, wl, 2, deadline=time.perf_counter() + 600)
+    assert [t.output_tokens for t in timings] == [r.max_tokens for r in wl.requests[:2]] and wall > 0
+
+
+def test_hf_cb_guard_cancels_what_is_left():
+    class Manager:                               # transformers' manager, reduced to what run_hf_cb calls
+        def __init__(self):
+            self.added, self.cancelled, self.hard_stopped = [], [], False
+
+        def add_request(self, ids, request_id, **kw):
+            self.added.append(request_id)
+
+        def get_result(self, timeout=None):
+            time.sleep(min(timeout, 0.01))
+            return None
+
+        def is_running(self):
+            return True
+
+        def cancel_request(self, request_id):
+            self.cancelled.append(request_id)
+
+        def stop(self, block=True, timeout=None, hard_stop=False):
+            self.hard_stopped = hard_stop
+
+    class Model:
+        mgr = Manager()
+
+        @contextmanager
+        def continuous_batching_context_manager(self, **kw):
+            yield self.mgr
+    wl = make_workload("nanovllm-cpu", 256, num_requests=3, min_len=4, max_len=12)
+    with pytest.raises(TimeoutError, match="only 0 of 3 requests"):
+        peers.run_hf_cb(Model(), wl, deadline=time.perf_counter() + 0.05)
+    assert Model.mgr.cancelled == Model.mgr.added == ["0", "1", "2"] and Model.mgr.hard_stopped
+
+
+def test_suite_guard_fails_the_peer_and_keeps_the_engine(tmp_path, monkeypatch):
+    """A suite whose budget is already spent: hf-static is cut at its first step and recorded as a
+    TimeoutError; the engine's run (never guarded) stands, in the file the suite names."""
+    from course_lib.perf import suite
+    tiny = dict(device="cpu", workload="nanovllm-cpu", models=("smollm2-135m",),
+                systems=("continuous", "hf-static"), random_weights=True, max_num_seqs=2,
+                workload_overrides=dict(num_requests=2, min_len=4, max_len=8), budget_s=1e-3)
+    monkeypatch.setitem(suite.SUITES, "tiny", tiny)
+    [report] = suite.run_suite("tiny", str(tmp_path), log=lambda *a: None)
+    saved = json.loads((tmp_path / "cpu_nanovllm-cpu_smollm2-135m.json").read_text())
+    assert saved["results"] == report["results"]
+    assert saved["results"]["hf-static"]["error"].startswith("TimeoutError: hf-static")
+    assert saved["results"]["continuous"]["output_tokens"] == saved["workload"]["output_tokens"]
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{START}\n{END}\n")
+    assert run_report(tmp_path, readme, plot=False, log=lambda *a: None) == 0
+    assert "| hf-static | " in readme.read_text() and "| failed: TimeoutError |" in readme.read_text()
+
+
+# ---- command lines -----------------------------------------------------------------------------------
+def test_hf_num_requests_flag():
+    assert parse_hf_num_requests("128") == 128
+    assert parse_hf_num_requests("hf-static=128, hf-cb=64") == {"hf-static": 128, "hf-cb": 64}
+    assert main(["bench", "--hf-num-requests", "lots"]) == 2
+
+
+def test_bench_rejects_bad_input_before_loading(capsys):
+    assert main(["bench", "--systems", "vllm"]) == 2
+    assert "systems must be chosen from" in capsys.readouterr().err
+    assert main(["bench", "--hf-num-requests", "hf-fast=3"]) == 2
+    assert "hf_num_requests must map" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main(["bench", "--suite", "gpu"]) == 2
+        assert "needs a CUDA device" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name,slug", [("NVIDIA H100 80GB HBM3", "h100"), ("NVIDIA H200", "h200"),
+                                       ("NVIDIA A100-SXM4-80GB", "a100"), ("NVIDIA L4", "l4"),
+                                       ("NVIDIA GeForce RTX 4090", "geforce-rtx-4090")])
+def test_device_slug(name, slug):
+    assert device_slug(name) == slug
+
+
+# ---- the README's performance section ----------------------------------------------------------------
+def test_readme_perf_section_matches_data_results():
+    """Fails when data/results/ changed and `python -m course_lib report` was not rerun."""
+    assert run_report(ROOT / "data/results", ROOT / "README.md", check=True, log=lambda *a: None) == 0
+    assert main(["report", "--check"]) == 0
+
+
+def test_report_rewrites_only_its_section(tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    src = ROOT / "data/results/cpu_anyscale-cpu_smollm2-135m.json"
+    shutil.copy(src, results / src.name)
+    (results / "kernels_h100.json").write_text(json.dumps({"points": [], "device": "H100"}))   # skipped
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# title\n\nbefore\n{START}\nold table\n{END}\nafter\n")
+    assert [p.name for p, _ in load_reports(results)] == [src.name]
+    assert run_report(results, readme, check=True, log=lambda *a: None) == 1
+    assert run_report(results, readme, log=lambda *a: None) == 0
+    text = readme.read_text()
+    assert text.startswith("# title\n\nbefore\n" + START) and text.endswith(END + "\nafter\n")
+    assert "old table" not in text and text.count("| [1](results/" + src.name + ") |") == 3
+    assert "| continuous | cpu (x86_64, 2 threads) | smollm2-135m | fp32 | anyscale-cpu (128 req) |" in text
+    assert "| 69.1 | 1.59x | — |" in text and "(results/perf.png)" in text
+    assert (results / "perf.png").stat().st_size > 0
+    assert run_report(results, readme, check=True, log=lambda *a: None) == 0
+    report = json.loads(src.read_text())
+    report["results"]["continuous"]["output_tok_per_s"] = 70.0
+    (results / src.name).write_text(json.dumps(report))
+    assert run_report(results, readme, check=True, log=lambda *a: None) == 1
+    readme.write_text("no markers\n")
+    with pytest.raises(ValueError, match="perf-table:start"):
+        run_report(results, readme, log=lambda *a: None)

@@ -1,5 +1,6 @@
 """The roofline arithmetic against numbers worked out by hand for a tiny config, and the small helpers."""
 import math
+import time
 
 import pytest
 import torch
@@ -8,6 +9,7 @@ from course_lib.config import ModelConfig
 from course_lib.perf import (DEVICE_SPECS, arithmetic_intensity, attainable_flops, decoder_bytes,
                              decoder_flops, detect_device, matmul_params, median_time,
                              pick_device_dtype, ridge_point, roofline_time)
+from course_lib.perf.roofline import measure_rates
 
 # vocab V=10, hidden d=4, MLP f=8, L=1 layer, H=2 heads, KVH=1, D=2  ->  q = H*D = 4, kv = KVH*D = 2
 TINY = ModelConfig(vocab_size=10, hidden_size=4, intermediate_size=8, num_layers=1, num_heads=2,
@@ -77,6 +79,13 @@ def test_pick_device_dtype_on_cpu():
 def test_detect_cpu_default_without_measuring():
     spec = detect_device("cpu")
     assert spec.bandwidth > 0 and spec.peak(torch.float32) > 0
+
+
+def test_measure_rates_on_cpu_is_quick_and_positive():
+    t0 = time.perf_counter()
+    rates = measure_rates(torch.device("cpu"), torch.float32)
+    assert rates["copy_gb_per_s"] > 0 and rates["matmul_tflops"] > 0 and rates["matmul_dtype"] == "float32"
+    assert time.perf_counter() - t0 < 5 and rates["measure_s"] < 5
 
 
 def test_median_time_ignores_one_slow_call():

@@ -23,6 +23,7 @@ With B*T = 1 (decode) F/bytes ~ 2*P_mm / (P_mm*w) = 2/w FLOP/byte: far below any
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -154,3 +155,14 @@ def measure_matmul_flops(device="cpu", dtype=None, n: int | None = None, repeats
     b = torch.randn(n, n, device=dev, dtype=dtype, generator=gen)
     times = time_calls(lambda: a @ b, repeats=repeats, warmup=1, device=dev)
     return 2 * n**3 / min(times)
+
+
+def measure_rates(device: torch.device, dtype: torch.dtype) -> dict:
+    """Copy bandwidth and dense matmul rate of ``device`` in ``dtype`` (roofline.py's micro-benchmarks:
+    a 1 GiB copy and 8192^3 matmuls on a GPU, well under a second; about two seconds on a CPU)."""
+    t = time.perf_counter()
+    bandwidth, rate = measure_bandwidth(device), measure_matmul_flops(device, dtype)
+    if torch.device(device).type == "cuda":
+        torch.cuda.empty_cache()    # give the buffers back: the engine sizes its KV pool from free memory
+    return dict(copy_gb_per_s=bandwidth / 1e9, matmul_tflops=rate / 1e12,
+                matmul_dtype=str(dtype).removeprefix("torch."), measure_s=time.perf_counter() - t)

@@ -34,6 +34,16 @@ class Workload:
     def prompt_tokens(self) -> int:
         return sum(len(r.prompt_token_ids) for r in self.requests)
 
+    @property
+    def lengths(self) -> list[tuple[int, int]]:
+        """(prompt length, output length) of every request, in order."""
+        return [(len(r.prompt_token_ids), r.max_tokens) for r in self.requests]
+
+    def head(self, n: int) -> "Workload":
+        """The first ``n`` requests: every request is an independent draw, so a fair sample."""
+        reqs = self.requests[:n]
+        return Workload(self.name, reqs, {**self.params, "num_requests": len(reqs)})
+
 
 def _ids(rng: random.Random, n: int, vocab: int) -> list[int]:
     return [rng.randrange(min(vocab, 10000)) for _ in range(n)]
