@@ -148,7 +148,7 @@ class ModelRunner:
             logits = self._eager_logits(inp, sched.is_prefill, fix)
         tokens, logprobs = sample(logits, [s.params for s in sched.seqs],
                                   [s.generator for s in sched.seqs])
-        return StepHandle(sched, tokens, logprobs)
+        return StepHandle.start_readback(sched, tokens, logprobs)
 
     def execute(self, sched: SchedulerOutput) -> tuple[list[int], list[float] | None]:
         """Run one step and wait for it: the next token of every scheduled sequence (and logprobs)."""
@@ -165,6 +165,26 @@ class StepHandle:
     num_tokens: int = 0                  # tokens computed, and where each sequence's token goes
     out_index: list[int] = field(default_factory=list)
 
+    host: tuple | None = None            # pinned copies being filled, and the event that says when
+    done: object = None
+
+    @classmethod
+    def start_readback(cls, sched, tokens, logprobs) -> "StepHandle":
+        """Queue the copy of the tokens to the host right behind this step's kernels. Read back later
+        with a plain .tolist(), the copy would queue behind whatever was launched since (the next
+        step, under async scheduling) and the host would wait for that too."""
+        handle = cls(sched, tokens, logprobs)
+        if tokens.device.type == "cuda":
+            handle.host = tuple(None if t is None else t.to("cpu", non_blocking=True)
+                                for t in (tokens, logprobs))
+            handle.done = torch.cuda.Event()
+            handle.done.record()
+        return handle
+
     def result(self) -> tuple[list[int], list[float] | None]:
         # the step's one host sync: the scheduler needs the tokens to decide what comes next
-        return self.tokens.tolist(), None if self.logprobs is None else self.logprobs.tolist()
+        tokens, logprobs = self.tokens, self.logprobs
+        if self.done is not None:
+            self.done.synchronize()
+            tokens, logprobs = self.host
+        return tokens.tolist(), None if logprobs is None else logprobs.tolist()

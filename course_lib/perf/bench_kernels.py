@@ -1,21 +1,256 @@
-"""GPU micro-benchmark of the paged attention kernels: how close does decode get to copy bandwidth?
+"""GPU micro-benchmarks of the attention kernels (Days 10-11): how close do they get to the hardware?
 
-    python -m course_lib.perf.bench_kernels --json results.json
+    python -m course_lib.perf.bench_kernels --json data/results/gpu_h100_kernels.json [--quick]
 
-Decode reads every cached K and V once per step and does ~2 flops per byte, so it is memory-bound:
-the yardstick is a device-to-device copy (the best a kernel that reads and writes can hope for).
-Each point is checked against the torch reference before it is timed. CUDA only.
+Three sections, every point checked against a float32 reference before it is timed, every failing
+point recorded with its error (the sweep goes on):
+
+- ``decode``: batch x context, Triton (`paged_attention_triton`: split-KV, GQA packing) and the torch
+  fast path `paged_decode_torch`. Decode does ~2 FLOPs per byte: the yardstick is bandwidth, and
+  ``bytes`` is what any decode kernel must move (K and V of every context position once, the block
+  table, q read, out written). The same count serves both, so GB/s is *effective* bandwidth: the torch
+  path really moves ~3x more (it gathers the blocks into a contiguous copy first, then reads it).
+- ``split_kv``: the same kernel with the split heuristic and with one split (no Flash-Decoding).
+- ``prefill``: one sequence of T tokens, and a varlen batch; Triton vs SDPA (flash backend) vs naive
+  attention that writes out the (H, T, T) scores. Time, TFLOP/s and peak memory above the inputs.
+
+Times are medians of CUDA-graph replays with L2 flushed before each (the kernels alone, reading HBM);
+``ms_eager`` adds the host's Python and launches. CUDA only; the pure helpers run anywhere.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import re
+import statistics
+import time
+from pathlib import Path
 
 import torch
 
-POINTS = [(64, 4096), (1, 4096), (8, 4096), (32, 8192), (128, 1024), (4, 32768)]  # (batch, context)
-SHAPE = dict(heads=16, kv_heads=8, head_dim=128, block_size=16)
+POINTS = [(64, 4096), (1, 4096), (8, 4096), (32, 8192), (128, 1024), (4, 32768)]  # split_kv (batch, context)
+SHAPE = dict(heads=16, kv_heads=8, head_dim=128, block_size=16)   # one layer of qwen3-0.6b's attention
+DECODE_BATCHES = (1, 8, 32, 64, 128, 256)
+DECODE_CONTEXTS = (256, 1024, 4096, 16384)
+MAX_KV_BYTES = 8e9                                  # skip decode points whose K/V alone exceed this
+PREFILL_LENGTHS = (512, 1024, 2048, 4096, 8192)
+VARLEN = (4096, 2048, 1536, 1024, 777, 512, 300, 77)   # one varlen prefill batch, ~10k tokens
+QUICK = dict(batches=(1, 64), contexts=(256, 4096), lengths=(512, 2048), varlen=(1024, 300, 77),
+             split_points=[(1, 4096), (64, 4096)])
+ACCEPT = dict(impl="triton", batch=64, context=4096, min_frac_of_copy=0.7)
+FLUSH_BYTES = 256 << 20                             # larger than any L2 (50 MB on an H100)
+_flush = None
+
+
+# ---- pure helpers: bytes, FLOPs, point selection, results (tested on the CPU) -----------------------
+def decode_bytes(batch, context, heads, kv_heads, head_dim, block_size, dtype_bytes) -> int:
+    """Bytes one decode call must move: K and V (2*B*L*KVH*D*w), int32 block tables, q in, out."""
+    kv = 2 * batch * context * kv_heads * head_dim * dtype_bytes
+    return kv + 4 * batch * math.ceil(context / block_size) + 2 * batch * heads * head_dim * dtype_bytes
+
+
+def prefill_flops(lengths, heads, head_dim) -> int:
+    """Causal attention FLOPs: query i meets i + 1 keys, 2*D for q.k and 2*D for p*v, per head."""
+    return sum(4 * heads * head_dim * T * (T + 1) // 2 for T in lengths)
+
+
+def naive_scores_bytes(T, heads, dtype_bytes) -> int:
+    """Naive attention's temporaries: scores, masked scores and probabilities, each (H, T, T)."""
+    return 3 * heads * T * T * dtype_bytes
+
+
+def select_points(batches, contexts, kv_bytes_per_token, max_kv_bytes=None):
+    """(kept, skipped): every (batch, context) with K/V up to ``max_kv_bytes`` (default MAX_KV_BYTES);
+    skipped ones carry the reason."""
+    max_kv_bytes = MAX_KV_BYTES if max_kv_bytes is None else max_kv_bytes
+    kept, skipped = [], []
+    for b in batches:
+        for c in contexts:
+            kv = b * c * kv_bytes_per_token
+            if kv > max_kv_bytes:
+                skipped.append(dict(batch=b, context=c, skipped=f"K/V {kv / 1e9:.1f} GB > "
+                                                                f"{max_kv_bytes / 1e9:.0f} GB"))
+            else:
+                kept.append((b, c))
+    return kept, skipped
+
+
+def guarded(row: dict, fn) -> dict:
+    """row updated with fn()'s dict, or with the error fn raised (one bad point must not stop a sweep)."""
+    try:
+        row.update(fn())
+    except Exception as e:                          # noqa: BLE001 - recorded in the JSON instead
+        row["error"] = f"{type(e).__name__}: {str(e)[:300]}"
+    finally:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    return row
+
+
+def acceptance(decode_rows) -> dict:
+    """The Day 11 target: Triton decode at batch 64, context 4096 reaches 70% of copy bandwidth."""
+    hit = [r for r in decode_rows if r.get("impl") == ACCEPT["impl"] and r.get("batch") == ACCEPT["batch"]
+           and r.get("context") == ACCEPT["context"] and "frac_of_copy" in r]
+    frac = hit[0]["frac_of_copy"] if hit else None
+    return dict(ACCEPT, frac_of_copy=frac, ok=frac is not None and frac >= ACCEPT["min_frac_of_copy"])
+
+
+def make_report(device, versions, copy, sections: dict, quick: bool, dtype="bfloat16",
+                max_rel_err: float = 2e-2) -> dict:
+    """The JSON: context (device, versions, shape), every section's rows, the acceptance check."""
+    rows = [r for rs in sections.values() for r in rs if "skipped" not in r]
+    return dict(benchmark="bench_kernels", timestamp=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                device=device, versions=versions, shape=dict(SHAPE, dtype=dtype), quick=quick,
+                copy=copy, **sections, acceptance=acceptance(sections.get("decode", [])),
+                max_rel_err=max_rel_err,
+                all_correct=all("error" not in r and r.get("rel_err", 0) <= max_rel_err for r in rows))
+
+
+def recorded_results(pattern: str, folder, benchmark: str = "bench_kernels") -> list[tuple[Path, dict]]:
+    """(path, report) of the files in ``folder`` matching ``pattern`` written by ``benchmark`` (the
+    report's "benchmark" key): full sweeps before --quick ones, newest first."""
+    found = []
+    for path in Path(folder).glob(pattern):
+        try:
+            report = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if isinstance(report, dict) and report.get("benchmark") == benchmark:
+            found.append((path, report))
+    return sorted(found, key=lambda f: (not f[1].get("quick", False), f[0].stat().st_mtime), reverse=True)
+
+
+def device_slug(name: str) -> str:
+    """A short file-name tag, as the bench suite makes it: "NVIDIA H100 80GB HBM3" -> "h100"."""
+    m = re.search(r"\b([A-Z]+\d+[A-Za-z]*)\b", name.replace("NVIDIA", ""))
+    return m.group(1).lower() if m else re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+# ---- inputs and references ---------------------------------------------------------------------
+def decode_batch(batch, context, heads, kv_heads, head_dim, block_size, dtype, seed=0, device="cuda"):
+    """Every sequence decodes one token at position context - 1; blocks are shuffled in the pool."""
+    g = torch.Generator(device=device).manual_seed(seed)
+    n = math.ceil(context / block_size)
+    num_blocks = batch * n
+    k_cache = torch.randn(num_blocks, block_size, kv_heads, head_dim, device=device, dtype=dtype,
+                          generator=g)
+    v_cache = torch.randn_like(k_cache)
+    block_tables = torch.randperm(num_blocks, device=device, generator=g).view(batch, n).int()
+    seq_lens = torch.full((batch,), context, device=device, dtype=torch.int32)
+    qsl = torch.arange(batch + 1, device=device, dtype=torch.int32)
+    q = torch.randn(batch, heads, head_dim, device=device, dtype=dtype, generator=g)
+    return q, k_cache, v_cache, block_tables, seq_lens, qsl
+
+
+def prefill_batch(lengths, heads, kv_heads, head_dim, block_size, dtype, seed=0, device="cuda"):
+    """Varlen prefill over an identity block table (each sequence's blocks in order: a contiguous
+    sequence is a paged one). Returns (q, k_cache, v_cache, block_tables, seq_lens, qsl)."""
+    g = torch.Generator(device=device).manual_seed(seed)
+    n = [math.ceil(T / block_size) for T in lengths]
+    k_cache = torch.randn(sum(n), block_size, kv_heads, head_dim, device=device, dtype=dtype, generator=g)
+    v_cache = torch.randn_like(k_cache)
+    first = [sum(n[:i]) for i in range(len(n))]
+    block_tables = torch.tensor([[f + j if j < k else 0 for j in range(max(n))] for f, k in zip(first, n)],
+                                device=device, dtype=torch.int32)
+    qsl = torch.tensor([sum(lengths[:i]) for i in range(len(lengths) + 1)], device=device, dtype=torch.int32)
+    q = torch.randn(sum(lengths), heads, head_dim, device=device, dtype=dtype, generator=g)
+    seq_lens = torch.tensor(lengths, device=device, dtype=torch.int32)
+    return q, k_cache, v_cache, block_tables, seq_lens, qsl
+
+
+def contiguous_kv(args, i):
+    """Sequence i's K and V as (T_i, KVH, D) views of an identity-table pool (no copy)."""
+    q, k_cache, v_cache, block_tables, seq_lens, qsl = args
+    first, T = int(block_tables[i, 0]), int(seq_lens[i])
+    n = math.ceil(T / k_cache.shape[1])
+    return (k_cache[first:first + n].flatten(0, 1)[:T], v_cache[first:first + n].flatten(0, 1)[:T])
+
+
+def reference_rows(args, rows):
+    """paged_attention_ref in float32 on decode rows ``rows`` only: their blocks copied into a small pool."""
+    from ..kv.paged import paged_attention_ref
+    q, k_cache, v_cache, block_tables, seq_lens, _ = args
+    rows = torch.as_tensor(rows, device=q.device)
+    tables = block_tables[rows].long()                               # (R, n)
+    R, n = tables.shape
+    pool = lambda c: c[tables.flatten()].float()                     # noqa: E731 - (R*n, bs, KVH, D)
+    local = torch.arange(R * n, device=q.device, dtype=torch.int32).view(R, n)
+    qsl = torch.arange(R + 1, device=q.device, dtype=torch.int32)
+    return paged_attention_ref(q[rows].float(), pool(k_cache), pool(v_cache), local, seq_lens[rows], qsl)
+
+
+def naive_attention(q, k, v, scale=None):
+    """softmax(q k^T * scale) v for one sequence (T, H, D) with K/V (T, KVH, D), causal, writing the
+    whole (H, T, T) score matrix to memory (as a textbook or nanoGPT's model.py does): O(T^2) bytes."""
+    T, H, D = q.shape
+    k = k.repeat_interleave(H // k.shape[1], dim=1)                  # (T, H, D)
+    v = v.repeat_interleave(H // v.shape[1], dim=1)
+    s = torch.einsum("thd,shd->hts", q, k) * (scale or 1 / math.sqrt(D))   # (H, T, T)
+    s = s.masked_fill(torch.ones(T, T, dtype=torch.bool, device=q.device).triu(1), float("-inf"))
+    return torch.einsum("hts,shd->thd", s.softmax(-1), v)            # (T, H, D)
+
+
+def sdpa_flash(q, k, v):
+    """torch SDPA forced onto its FlashAttention backend (GQA via enable_gqa), one sequence."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+        out = torch.nn.functional.scaled_dot_product_attention(
+            q.transpose(0, 1)[None], k.transpose(0, 1)[None], v.transpose(0, 1)[None],
+            is_causal=True, enable_gqa=q.shape[1] != k.shape[1])      # (1, H, T, D)
+    return out[0].transpose(0, 1)
+
+
+def rel_err(got, ref) -> float:
+    return ((got.float() - ref).norm() / ref.norm()).item()
+
+
+# ---- timing (CUDA) -----------------------------------------------------------------------------
+def replay_ms(fn, reps: int = 30) -> float:
+    """Median ms of ``fn`` captured once in a CUDA graph and replayed, L2 flushed before each replay:
+    device time of the kernels alone, with data coming from HBM rather than a warm L2."""
+    global _flush
+    if _flush is None:
+        _flush = torch.empty(FLUSH_BYTES // 4, device="cuda", dtype=torch.int32)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        fn()                                       # warm-up: compile, pick kernels, size allocations
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+              for _ in range(reps)]
+    for start, end in events:
+        _flush.zero_()
+        start.record()
+        graph.replay()
+        end.record()
+    torch.cuda.synchronize()
+    del graph
+    return statistics.median(s.elapsed_time(e) for s, e in events)
+
+
+def time_ms(fn) -> dict:
+    """Graph-replay time (``ms``; the eager time when capture fails) and eager time (host included)."""
+    from triton.testing import do_bench
+    out = dict(ms_eager=do_bench(fn, return_mode="median"))
+    try:
+        out.update(ms=replay_ms(fn), timing="cuda graph, L2 flushed")
+    except Exception as e:                          # noqa: BLE001
+        out.update(ms=out["ms_eager"], timing=f"eager (graph failed: {type(e).__name__})")
+    return out
+
+
+def peak_extra_bytes(fn) -> int:
+    """Most memory allocated during ``fn`` above what was allocated before it (its temporaries + output)."""
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    fn()
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() - base
 
 
 def copy_bandwidth(nbytes: int = 1 << 30) -> dict:
@@ -28,85 +263,144 @@ def copy_bandwidth(nbytes: int = 1 << 30) -> dict:
     return dict(bytes=nbytes, ms=ms, gb_per_s=2 * nbytes / ms / 1e6)
 
 
-def decode_batch(batch, context, heads, kv_heads, head_dim, block_size, dtype, seed=0):
-    """Every sequence decodes one token at position context - 1; blocks are shuffled in the pool."""
-    g = torch.Generator(device="cuda").manual_seed(seed)
-    n = math.ceil(context / block_size)
-    num_blocks = batch * n
-    k_cache = torch.randn(num_blocks, block_size, kv_heads, head_dim, device="cuda", dtype=dtype,
-                          generator=g)
-    v_cache = torch.randn_like(k_cache)
-    block_tables = torch.randperm(num_blocks, device="cuda", generator=g).view(batch, n).int()
-    seq_lens = torch.full((batch,), context, device="cuda", dtype=torch.int32)
-    qsl = torch.arange(batch + 1, device="cuda", dtype=torch.int32)
-    q = torch.randn(batch, heads, head_dim, device="cuda", dtype=dtype, generator=g)
-    return q, k_cache, v_cache, block_tables, seq_lens, qsl
+# ---- the sweeps ----------------------------------------------------------------------------------
+def bench_point(batch, context, dtype, copy_gbs, num_splits=None, impl="triton", device="cuda") -> dict:
+    """One decode point: ``impl`` "triton" (``num_splits`` None = heuristic) or "torch"."""
+    from ..kernels import paged_attention as pa
+    from ..kv.paged import paged_decode_torch
+
+    args = decode_batch(batch, context, dtype=dtype, device=device, **SHAPE)
+    q, k_cache, *_ = args
+    if impl == "triton":
+        fn = lambda: pa.paged_attention_triton(*args, max_query_len=1, num_splits=num_splits)  # noqa: E731
+        splits = num_splits or pa.num_kv_splits(batch * SHAPE["kv_heads"], pa._sm_count(q.device))
+    else:
+        fn, splits = (lambda: paged_decode_torch(*args)), None                           # noqa: E731
+    rows = sorted({0, batch // 3, batch // 2, batch - 1})               # spread over the pool
+    err = rel_err(fn()[rows], reference_rows(args, rows))
+    t = time_ms(fn)
+    total = decode_bytes(batch, context, dtype_bytes=k_cache.element_size(), **SHAPE)
+    gbs = total / t["ms"] / 1e6
+    return dict(rel_err=err, num_splits=splits, bytes=total, gb_per_s=gbs, frac_of_copy=gbs / copy_gbs,
+                gb_per_s_eager=total / t["ms_eager"] / 1e6, **t)
 
 
-def bench_point(batch, context, dtype, copy_gbs, num_splits=None) -> dict:
-    from triton.testing import do_bench, do_bench_cudagraph
+def decode_sweep(batches, contexts, copy_gbs, dtype=torch.bfloat16, impls=("triton", "torch"), log=print,
+                 device="cuda"):
+    w = torch.empty((), dtype=dtype).element_size()
+    kept, skipped = select_points(batches, contexts, 2 * SHAPE["kv_heads"] * SHAPE["head_dim"] * w)
+    rows = []
+    for batch, context in kept:
+        for impl in impls:
+            base = dict(impl=impl, batch=batch, context=context, dtype=str(dtype).removeprefix("torch."))
+            rows.append(guarded(base, lambda: bench_point(batch, context, dtype, copy_gbs, impl=impl,
+                                                           device=device)))
+            log(_fmt(rows[-1]))
+    return rows + [dict(r, impl=i) for r in skipped for i in impls]
 
-    from course_lib.kernels import paged_attention_triton
-    from course_lib.kv.paged import paged_attention_ref
 
-    args = decode_batch(batch, context, dtype=dtype, **SHAPE)
-    q, k_cache, v_cache, *meta = args
-    out = paged_attention_triton(*args, max_query_len=1, num_splits=num_splits)
-    ref = paged_attention_ref(q.float(), k_cache.float(), v_cache.float(), *meta)
-    rel_err = ((out.float() - ref).norm() / ref.norm()).item()
-    fn = lambda: paged_attention_triton(*args, max_query_len=1, num_splits=num_splits)  # noqa: E731
-    # Eager time includes the Python wrapper and launches (~40-150 us on the host): for small batches
-    # it, not the GPU, sets the pace. A CUDA-graph replay removes the host and times the kernels alone.
-    ms = do_bench(fn, return_mode="median")
-    try:
-        ms_graph = do_bench_cudagraph(fn, return_mode="median")
-    except Exception as e:                      # keep the eager number if capture is not possible
-        print(f"cuda graph timing failed ({type(e).__name__}: {e}); using the eager time")
-        ms_graph = ms
-    kv_bytes = 2 * batch * context * SHAPE["kv_heads"] * SHAPE["head_dim"] * k_cache.element_size()
-    total = kv_bytes + 2 * q.nbytes                    # K and V read once, q read, out written
-    gbs = total / ms_graph / 1e6
-    return dict(batch=batch, context=context, dtype=str(dtype).removeprefix("torch."),
-                num_splits="auto" if num_splits is None else num_splits, rel_err=rel_err, ms=ms,
-                ms_graph=ms_graph, bytes=total, gb_per_s=gbs, gb_per_s_eager=total / ms / 1e6,
-                frac_of_copy=gbs / copy_gbs)
+def split_sweep(points, copy_gbs, dtype=torch.bfloat16, log=print, device="cuda"):
+    rows = []
+    for batch, context in points:
+        for splits in (None, 1):        # the heuristic's choice, then the plain kernel alone
+            base = dict(impl="triton", batch=batch, context=context, dtype=str(dtype).removeprefix("torch."),
+                        splits_asked="auto" if splits is None else splits)
+            rows.append(guarded(base, lambda: bench_point(batch, context, dtype, copy_gbs, splits,
+                                                           device=device)))
+            log(_fmt(rows[-1]))
+    return rows
+
+
+def prefill_point(impl, lengths, dtype, device="cuda") -> dict:
+    from ..kernels import paged_attention_triton
+    from ..kv.paged import paged_attention_ref
+
+    args = prefill_batch(lengths, dtype=dtype, device=device, **SHAPE)
+    q, *_, qsl = args
+    H, scores = SHAPE["heads"], naive_scores_bytes(max(lengths), SHAPE["heads"], q.element_size())
+    if impl == "naive" and device == "cuda" and scores > torch.cuda.mem_get_info()[0] / 2:
+        return dict(skipped=f"naive attention's scores need {scores / 1e9:.1f} GB")
+    kv = [contiguous_kv(args, i) for i in range(len(lengths))]
+    starts = qsl.tolist()                    # host ints: a slice by a GPU scalar would sync (no graph)
+    per_seq = dict(naive=naive_attention, sdpa_flash=sdpa_flash)
+    if impl == "triton":
+        fn = lambda: paged_attention_triton(*args, max_query_len=max(lengths))   # noqa: E731
+    else:
+        fn = lambda: torch.cat([per_seq[impl](q[starts[i]:starts[i + 1]], *kv[i])  # noqa: E731
+                                for i in range(len(lengths))])
+    ref = paged_attention_ref(q.float(), args[1].float(), args[2].float(), *args[3:])
+    err = rel_err(fn(), ref)
+    del ref
+    peak = peak_extra_bytes(fn)
+    t = time_ms(fn)
+    return dict(rel_err=err, peak_extra_bytes=peak, output_bytes=q.nbytes,
+                tflops=prefill_flops(lengths, H, SHAPE["head_dim"]) / t["ms"] / 1e9, **t)
+
+
+def prefill_sweep(lengths, varlen, dtype=torch.bfloat16, impls=("triton", "sdpa_flash", "naive"), log=print,
+                  device="cuda"):
+    rows = []
+    cases = [("single", [T]) for T in lengths] + ([("varlen", list(varlen))] if varlen else [])
+    for case, lens in cases:
+        for impl in impls:
+            base = dict(impl=impl, case=case, tokens=sum(lens), lengths=lens,
+                        dtype=str(dtype).removeprefix("torch."))
+            rows.append(guarded(base, lambda: prefill_point(impl, lens, dtype, device)))
+            log(_fmt(rows[-1]))
+    return rows
+
+
+def _fmt(r: dict) -> str:
+    where = f"{r['impl']:>10} " + (f"T={r['tokens']:<6}" if "tokens" in r else f"B={r['batch']:<3} "
+                                   f"L={r['context']:<5} splits={r.get('num_splits')!s:<4}")
+    if "error" in r or "skipped" in r:
+        return f"{where} {r.get('error') or r['skipped']}"
+    unit = f"{r['tflops']:6.1f} TFLOP/s" if "tflops" in r else f"{r['frac_of_copy']:6.1%} of copy"
+    return f"{where} {r['ms']:8.3f} ms  {unit}  rel_err {r['rel_err']:.1e}"
+
+
+def run(quick: bool = False, json_path=None, max_rel_err: float = 2e-2, log=print,
+        sections=("decode", "split_kv", "prefill")) -> dict:
+    """The ``sections`` asked for; writes ``json_path`` after each, so a crash keeps what was measured."""
+    if not torch.cuda.is_available():
+        raise RuntimeError("bench_kernels needs a CUDA GPU (the interpreter's timings mean nothing)")
+    from .bench import device_name, versions
+    dev = device_name(torch.device("cuda"))
+    copy = copy_bandwidth()
+    log(f"{dev}: device-to-device copy {copy['gb_per_s']:.0f} GB/s")
+    cfg = QUICK if quick else dict(batches=DECODE_BATCHES, contexts=DECODE_CONTEXTS, lengths=PREFILL_LENGTHS,
+                                   varlen=VARLEN, split_points=POINTS)
+    sweeps = dict(decode=lambda: decode_sweep(cfg["batches"], cfg["contexts"], copy["gb_per_s"], log=log),
+                  split_kv=lambda: split_sweep(cfg["split_points"], copy["gb_per_s"], log=log),
+                  prefill=lambda: prefill_sweep(cfg["lengths"], cfg["varlen"], log=log))
+    done = {}
+    for name in sections:
+        done[name] = sweeps[name]()
+        report = make_report(dev, versions(), copy, done, quick, max_rel_err=max_rel_err)
+        if json_path:
+            Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+            Path(json_path).write_text(json.dumps(report, indent=2))
+    acc = report["acceptance"]
+    if "decode" in done:
+        log(f"acceptance: triton decode batch 64, context 4096 at {acc['frac_of_copy']} of copy "
+            f"bandwidth (target >= {acc['min_frac_of_copy']}): {'ok' if acc['ok'] else 'MISSED'}")
+    return report
 
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", help="where to write results (default: named by device/versions)")
+    parser.add_argument("--json", help="where to write results (default: named by device and versions)")
+    parser.add_argument("--quick", action="store_true", help="a few points per section (for tests)")
     parser.add_argument("--max-rel-err", type=float, default=2e-2)
     a = parser.parse_args(argv)
     if not torch.cuda.is_available():
         raise SystemExit("bench_kernels needs a CUDA GPU (the interpreter's timings mean nothing)")
     import triton
-
-    device = torch.cuda.get_device_name()
-    copy = copy_bandwidth()
-    print(f"{device}: device-to-device copy {copy['gb_per_s']:.0f} GB/s")
-    rows = []
-    for batch, context in POINTS:
-        for splits in (None, 1):        # the heuristic's choice, then the plain kernel alone
-            r = bench_point(batch, context, torch.bfloat16, copy["gb_per_s"], splits)
-            rows.append(r)
-            torch.cuda.empty_cache()
-    r = bench_point(64, 4096, torch.float16, copy["gb_per_s"])
-    rows.append(r)
-    print(f"{'batch':>5} {'context':>7} {'dtype':>8} {'splits':>6} {'rel_err':>8} {'ms eager':>8} "
-          f"{'ms graph':>8} {'GB/s':>6} {'of copy':>7}")
-    for r in rows:
-        print(f"{r['batch']:>5} {r['context']:>7} {r['dtype']:>8} {r['num_splits']!s:>6} "
-              f"{r['rel_err']:>8.1e} {r['ms']:>8.3f} {r['ms_graph']:>8.3f} {r['gb_per_s']:>6.0f} "
-              f"{r['frac_of_copy']:>7.1%}")
-    bad = [r for r in rows if not r["rel_err"] <= a.max_rel_err]
-    result = dict(device=device, torch=torch.__version__, triton=triton.__version__,
-                  shape=SHAPE, copy=copy, decode=rows, all_correct=not bad)
-    path = a.json or (f"bench_kernels_{device.replace(' ', '_')}_torch{torch.__version__}"
+    path = a.json or (f"gpu_{device_slug(torch.cuda.get_device_name())}_kernels_torch{torch.__version__}"
                       f"_triton{triton.__version__}.json")
-    with open(path, "w") as f:
-        json.dump(result, f, indent=2)
-    print(f"wrote {path}" + (f"; {len(bad)} point(s) above rel_err {a.max_rel_err}!" if bad else ""))
-    return result
+    report = run(a.quick, path, a.max_rel_err)
+    print(f"wrote {path}" + ("" if report["all_correct"] else "; some points failed or were inaccurate!"))
+    return report
 
 
 if __name__ == "__main__":

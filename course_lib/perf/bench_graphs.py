@@ -1,0 +1,252 @@
+"""Decode step time with and without CUDA graphs (Day 14), next to the weight-bytes floor.
+
+    python -m course_lib.perf.bench_graphs --model qwen3-0.6b \
+        --json data/results/gpu_h100_graphs_qwen3-0.6b.json
+
+What "step time" means here: the wall-clock time of ``LLMEngine.step()`` of the real engine
+(continuous scheduler, paged KV cache, Triton attention, greedy sampling, random bf16 weights of a
+registry shape) once B requests with CONTEXT-token prompts are prefilled, so that every timed step
+decodes one token for each of the B sequences: the time between two tokens that a user of the
+engine sees. It holds everything on the host (the scheduler's decision and block bookkeeping,
+building inputs, the forward pass as one graph replay or ~1,500 eager launches, sampling, appending
+tokens, checking stops) and the wait for the GPU. With async scheduling (the engine's default on
+CUDA) ``step()`` launches step t and then reads back step t-1's tokens, so host and GPU overlap and
+the median step is the steady-state token interval. ``launch_ms`` is the host time inside
+``ModelRunner.launch`` alone (inputs, forward launches, sampling launch; no waiting for the GPU): the
+CPU cost that graphs remove.
+
+Modes (one engine each): ``graphs`` (CUDA graphs, the engine's default scheduling), ``graphs-sync``
+(graphs, async scheduling off: what overlapping the host with the GPU saves), ``eager`` (no graphs).
+
+Floors: ``weight_floor_ms`` = parameter bytes / measured copy bandwidth (every weight read once per
+step); ``floor_ms`` adds the K/V that the step reads (B * context * kv_bytes_per_token).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import gc
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+QUICK_BATCHES = (1, 8, 64)
+MODES = {"graphs": dict(cuda_graphs=True, async_scheduling=None),          # None: the engine's default
+         "graphs-sync": dict(cuda_graphs=True, async_scheduling=False),
+         "eager": dict(cuda_graphs=False, async_scheduling=None)}
+ACCEPT = dict(model="llama-3.2-1b", batch=1, mode="graphs", max_ratio_to_weight_floor=2.0)
+
+
+def param_bytes(model) -> int:
+    """Bytes of the model's parameters, a tied embedding / LM head counted once (it is read once)."""
+    return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+def floors_ms(weight_bytes, kv_bytes_per_token, batch, context, gb_per_s) -> dict:
+    """Lower bounds of a decode step from bytes alone: weights only, and weights plus the K/V read."""
+    per_ms = gb_per_s * 1e6                                   # bytes per millisecond
+    kv = batch * context * kv_bytes_per_token
+    return dict(weight_floor_ms=weight_bytes / per_ms, floor_ms=(weight_bytes + kv) / per_ms)
+
+
+def _median(xs) -> float:
+    return statistics.median(xs) * 1e3
+
+
+def _p90(xs) -> float:
+    return sorted(xs)[int(0.9 * (len(xs) - 1))] * 1e3
+
+
+def time_batch(engine, batch: int, context: int, steps: int, warmup: int, seed: int = 0) -> dict:
+    """Prefill ``batch`` random prompts of ``context`` tokens, then time ``steps`` pure decode steps.
+
+    The requests are aborted (and a step still in flight drained) afterwards, so the engine can take
+    the next batch size."""
+    from ..config import SamplingParams
+    params = SamplingParams(temperature=0, max_tokens=warmup + steps + 4, ignore_eos=True)  # none finishes
+    g = torch.Generator().manual_seed(seed + batch)
+    vocab = engine.model.cfg.vocab_size
+    ids = [engine.add_request(torch.randint(0, vocab, (context,), generator=g).tolist(), params)
+           for _ in range(batch)]
+    runner, launches, steps_s = engine.runner, [], []
+    name = "launch" if hasattr(runner, "launch") else "execute"     # execute: an engine without async
+
+    def timed(*args, inner=getattr(runner, name)):
+        t0 = time.perf_counter()
+        out = inner(*args)
+        launches.append(time.perf_counter() - t0)
+        return out
+    try:
+        while engine.scheduler.waiting:                   # prefill (mixed with earlier admissions' decodes)
+            engine.step()
+        for _ in range(warmup):
+            engine.step()
+        setattr(runner, name, timed)
+        for _ in range(steps):
+            t0 = time.perf_counter()
+            engine.step()
+            steps_s.append(time.perf_counter() - t0)
+            rec = engine.step_log[-1]
+            if rec.is_prefill or len(rec.seq_ids) != batch:
+                raise RuntimeError(f"step was not a pure decode of {batch} sequences: {rec}")
+    finally:
+        runner.__dict__.pop(name, None)                   # the class's method again
+        for r in ids:
+            engine.abort_request(r)
+        for _ in range(4):                                # a step still in flight (async scheduling)
+            if not engine.has_unfinished_requests():
+                break
+            engine.step()
+    graphs = runner.graphs
+    return dict(step_ms=_median(steps_s), step_ms_p90=_p90(steps_s), launch_ms=_median(launches),
+                tokens_per_s=batch / statistics.median(steps_s), context=context + warmup + steps // 2,
+                graph_bucket=graphs.bucket(batch) if graphs is not None else None)
+
+
+def measure(model, batches, context: int, steps: int, warmup: int, mode: str = "graphs",
+            log=print) -> list[dict]:
+    """One engine in ``mode`` (see MODES) sized for max(batches); one row per batch size, errors recorded."""
+    from ..config import EngineConfig
+    from ..engine.llm_engine import LLMEngine
+    from .bench_kernels import guarded
+    max_len = context + warmup + steps + 8
+    knobs = {k: v for k, v in MODES[mode].items()      # async_scheduling only where the engine has it
+             if k in {f.name for f in dataclasses.fields(EngineConfig)}}
+    cfg = EngineConfig(max_num_seqs=max(batches), max_num_batched_tokens=max(16384, context),
+                       num_kv_blocks=max(batches) * -(-max_len // 16) + 8, **knobs)
+    engine = LLMEngine(model, None, cfg, max_model_len=max_len)
+    flags = dict(mode=mode, cuda_graphs=engine.runner.graphs is not None,
+                 async_scheduling=bool(getattr(engine, "async_scheduling", False)))
+    rows = []
+    for b in batches:
+        row = guarded(dict(batch=b, **flags), lambda: time_batch(engine, b, context, steps, warmup))
+        rows.append(row)
+        log(f"{mode:>11} batch {b:>3}: " + (row.get("error") or f"{row['step_ms']:.3f} ms/step, "
+                                             f"{row['launch_ms']:.3f} ms launching"))
+    del engine
+    gc.collect()                                          # free this engine's KV pool and graph pools
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return rows
+
+
+def make_report(device, versions, model_info: dict, copy: dict, kv_bytes_per_token: int, rows: list[dict],
+                context: int, steps: int, warmup: int, quick: bool) -> dict:
+    """The JSON: context, one row per (mode, batch) with floors and ratios, the acceptance check."""
+    points = []
+    for r in rows:
+        r = dict(r, **floors_ms(model_info["param_bytes"], kv_bytes_per_token, r["batch"],
+                                r.get("context", context), copy["gb_per_s"]))
+        if "step_ms" in r:
+            r["ratio_to_weight_floor"] = r["step_ms"] / r["weight_floor_ms"]
+        points.append(r)
+    return dict(benchmark="bench_graphs", timestamp=time.strftime("%Y-%m-%dT%H:%M:%S%z"), device=device,
+                versions=versions, model=model_info, context=context, steps=steps, warmup=warmup,
+                quick=quick, copy=copy, kv_bytes_per_token=kv_bytes_per_token, points=points,
+                acceptance=acceptance(model_info["name"], points))
+
+
+def acceptance(model_name: str, points) -> dict:
+    """The Day 14 target: llama-3.2-1b at batch 1 with graphs within 2x of its weight-bytes floor."""
+    hit = [p for p in points if p["batch"] == ACCEPT["batch"] and p.get("mode") == ACCEPT["mode"]
+           and "ratio_to_weight_floor" in p]
+    ratio = hit[0]["ratio_to_weight_floor"] if hit else None
+    applies = model_name == ACCEPT["model"]
+    return dict(ACCEPT, applies=applies, ratio_to_weight_floor=ratio,
+                ok=(ratio is not None and ratio <= ACCEPT["max_ratio_to_weight_floor"]) if applies else None)
+
+
+def summary_table(reports: dict):
+    """A pandas DataFrame indexed by (model, batch) from {model name: report}: step ms per mode, the
+    weight floor, the ratios that matter (eager / graphs, graphs / floor, sync / async) and the host's
+    launch ms per mode. Modes that were not run are left out."""
+    import pandas as pd
+    pts = pd.DataFrame([dict(p, model=m) for m, r in reports.items() for p in r["points"] if "step_ms" in p])
+    step = pts.pivot_table(index=["model", "batch"], columns="mode", values="step_ms")
+    launch = pts.pivot_table(index=["model", "batch"], columns="mode", values="launch_ms")
+    out = step.add_suffix(" (ms)")
+    out["weight floor (ms)"] = pts.groupby(["model", "batch"])["weight_floor_ms"].first()
+    ratios = {"eager / graphs": ("eager", "graphs"), "graphs-sync / graphs": ("graphs-sync", "graphs")}
+    for name, (a, b) in ratios.items():
+        if a in step and b in step:
+            out[name] = step[a] / step[b]
+    if "graphs" in step:
+        out["graphs / floor"] = step["graphs"] / out["weight floor (ms)"]
+    out = out.join(launch.add_prefix("host launch, ").add_suffix(" (ms)"))
+    out.columns.name = None
+    return out
+
+
+def run(model_name="qwen3-0.6b", batches=BATCHES, context=512, steps=20, warmup=3, dtype=torch.bfloat16,
+        json_path=None, quick=False, fused=False, modes=tuple(MODES), log=print) -> dict:
+    """Every mode in ``modes`` on one random-weight model; ``fused`` switches on the Day 9 Triton
+    kernels (``LlamaModel.use_fused_kernels``) for all of them. Writes ``json_path`` after each mode."""
+    if not torch.cuda.is_available():
+        raise RuntimeError("bench_graphs needs a CUDA GPU: graphs and launch overhead are GPU matters")
+    from ..models.loader import load_model
+    from .bench import device_name, versions
+    from .bench_kernels import copy_bandwidth
+    dev = torch.device("cuda")
+    copy = copy_bandwidth()
+    model = load_model(model_name, device=dev, dtype=dtype, random_weights=True)
+    if fused:
+        model.use_fused_kernels(True)
+    info = dict(name=model_name, dtype=str(dtype).removeprefix("torch."), random_weights=True,
+                fused_kernels=fused, params=sum(p.numel() for p in model.parameters()),
+                param_bytes=param_bytes(model), layers=model.cfg.num_layers, hidden=model.cfg.hidden_size)
+    kvb = model.cfg.kv_bytes_per_token(torch.empty((), dtype=dtype).element_size())
+    log(f"{device_name(dev)}: copy {copy['gb_per_s']:.0f} GB/s; {model_name} {info['param_bytes'] / 1e9:.2f} "
+        f"GB of weights: floor {info['param_bytes'] / copy['gb_per_s'] / 1e6:.3f} ms per step")
+    rows, report = [], None
+    for mode in modes:
+        try:
+            rows += measure(model, batches, context, steps, warmup, mode, log)
+        except Exception as e:                            # noqa: BLE001 - e.g. the engine did not build
+            err = f"{type(e).__name__}: {str(e)[:300]}"
+            rows += [dict(batch=b, mode=mode, error=err) for b in batches]
+            log(f"{mode}: FAILED ({err})")
+        report = make_report(device_name(dev), versions(), info, copy, kvb, rows, context, steps, warmup,
+                             quick)
+        if json_path:
+            Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+            Path(json_path).write_text(json.dumps(report, indent=2))
+    return report
+
+
+def main(argv=None) -> dict:
+    from ..models.registry import KNOWN_MODELS
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="qwen3-0.6b", choices=sorted(KNOWN_MODELS))
+    parser.add_argument("--json", help="where to write results (default: named by device and model)")
+    parser.add_argument("--batches", help="comma-separated batch sizes (default 1,2,4,...,256)")
+    parser.add_argument("--context", type=int, default=512, help="prompt tokens per sequence")
+    parser.add_argument("--steps", type=int, default=20, help="timed decode steps per batch size")
+    parser.add_argument("--quick", action="store_true", help=f"batches {QUICK_BATCHES}, 5 steps (for tests)")
+    parser.add_argument("--fused", action="store_true", help="the Day 9 fused Triton kernels in the model")
+    parser.add_argument("--modes", default=",".join(MODES), help=f"comma-separated, from {list(MODES)}")
+    a = parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        raise SystemExit("bench_graphs needs a CUDA GPU: graphs and launch overhead are GPU matters")
+    from .bench_kernels import device_slug
+    batches = (tuple(int(b) for b in a.batches.split(",")) if a.batches
+               else QUICK_BATCHES if a.quick else BATCHES)
+    path = a.json or f"gpu_{device_slug(torch.cuda.get_device_name())}_graphs_{a.model}.json"
+    modes = tuple(a.modes.split(","))
+    if not set(modes) <= set(MODES):
+        raise SystemExit(f"--modes must be chosen from {list(MODES)}, got {a.modes!r}")
+    report = run(a.model, batches, a.context, 5 if a.quick else a.steps, json_path=path, quick=a.quick,
+                 fused=a.fused, modes=modes)
+    acc = report["acceptance"]
+    if acc["applies"]:
+        print(f"acceptance: batch 1 with graphs at {acc['ratio_to_weight_floor']} x the weight floor "
+              f"(target <= {acc['max_ratio_to_weight_floor']}): {'ok' if acc['ok'] else 'MISSED'}")
+    print(f"wrote {path}")
+    return report
+
+
+if __name__ == "__main__":
+    main()
