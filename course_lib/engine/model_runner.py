@@ -52,6 +52,8 @@ class ModelRunner:
                  cuda_graphs: bool = False, max_batch: int = 1, max_model_len: int = 1):
         self.model, self.cache = model, cache
         self.device = model.device
+        if model.fused is None and self.device.type == "cuda":   # Day 9 fused kernels: on by default
+            model.use_fused_kernels(True)                         # on a GPU, unless chosen already
         self.prefill_fn, self.decode_fn = attention_functions(backend, self.device)
         self.graphs = None
         if cuda_graphs and self.device.type == "cuda":

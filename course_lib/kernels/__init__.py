@@ -1,7 +1,16 @@
-"""Triton kernels, one family per file, each checked against a torch reference.
+"""Triton kernels, one family per file, each checked against a torch reference in the same file.
+
+    paged_attention.py   varlen paged attention + split-KV decode (Day 5)
+    rmsnorm.py           fused residual add + RMSNorm (Day 9)
+    swiglu.py            fused silu(gate) * up (Day 9)
+    rope_kv.py           fused RoPE + paged KV-cache write (Day 9)
 
 On a machine without CUDA, set TRITON_INTERPRET=1 before importing this package (tests/conftest.py
 does) and the kernels run, slowly, on the CPU."""
 from .paged_attention import num_kv_splits, paged_attention_triton, paged_decode_split_kv
+from .rmsnorm import add_rmsnorm, add_rmsnorm_ref
+from .rope_kv import rope_write_kv, rope_write_kv_ref
+from .swiglu import silu_mul, silu_mul_ref
 
-__all__ = ["num_kv_splits", "paged_attention_triton", "paged_decode_split_kv"]
+__all__ = ["add_rmsnorm", "add_rmsnorm_ref", "num_kv_splits", "paged_attention_triton",
+           "paged_decode_split_kv", "rope_write_kv", "rope_write_kv_ref", "silu_mul", "silu_mul_ref"]

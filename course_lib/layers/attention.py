@@ -29,7 +29,11 @@ def causal_mask(q_len: int, kv_len: int, device) -> torch.Tensor:
 
 
 class Attention(nn.Module):
-    """q, k, v projections (one fused matmul), optional q/k RMSNorm (Qwen3), RoPE, attention, output."""
+    """q, k, v projections (one fused matmul), optional q/k RMSNorm (Qwen3), RoPE, attention, output.
+
+    ``fused`` (set by ``LlamaModel.use_fused_kernels``): when the KV object can apply RoPE itself
+    (``attend_rope``, the paged context), RoPE and the K/V cache write run as one Triton kernel (Day 9)."""
+    fused = False
 
     def __init__(self, cfg: ModelConfig, layer_idx: int):
         super().__init__()
@@ -48,8 +52,13 @@ class Attention(nn.Module):
         q = q.view(B, T, self.num_heads, self.head_dim)         # (B, T, H, D)
         k = k.view(B, T, self.num_kv_heads, self.head_dim)      # (B, T, KVH, D)
         v = v.view(B, T, self.num_kv_heads, self.head_dim)
-        if self.q_norm is not None:
+        if self.q_norm is not None and self.fused:   # one kernel per norm instead of ~8 torch ops
+            q, k = self.q_norm.add_norm(q, None)[0], self.k_norm.add_norm(k, None)[0]
+        elif self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
+        if self.fused and hasattr(kv, "attend_rope"):
+            out = kv.attend_rope(self.layer_idx, q, k, v, cos, sin)   # q is rotated in place
+            return self.o(out.reshape(B, T, -1))
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         out = sdpa(q, k, v, causal=True) if kv is None else kv.attend(self.layer_idx, q, k, v)
         return self.o(out.reshape(B, T, -1))

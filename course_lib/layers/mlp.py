@@ -6,7 +6,10 @@ from ..config import ModelConfig
 
 
 class SwiGLU(nn.Module):
-    """down(silu(gate(x)) * up(x)). gate and up are one matmul (`gate_up`): one weight read, one launch."""
+    """down(silu(gate(x)) * up(x)). gate and up are one matmul (`gate_up`): one weight read, one launch.
+
+    ``fused`` (set by ``LlamaModel.use_fused_kernels``): silu(gate) * up in one Triton kernel (Day 9)."""
+    fused = False
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -14,5 +17,8 @@ class SwiGLU(nn.Module):
         self.down = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=cfg.mlp_bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fused:      # one pass (read 2f, write f per token) instead of silu's and the multiply's
+            from ..kernels.swiglu import silu_mul
+            return self.down(silu_mul(self.gate_up(x)))
         gate, up = self.gate_up(x).chunk(2, dim=-1)
         return self.down(F.silu(gate) * up)

@@ -15,3 +15,12 @@ class RMSNorm(nn.Module):
         x = x.float()
         x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * x.to(dtype)
+
+    def add_norm(self, x: torch.Tensor, residual: torch.Tensor | None):
+        """(forward(x + residual), x + residual) in one Triton kernel (Day 9); (forward(x), x) if
+        residual is None.
+
+        The fused decoder path carries the residual stream separately so that the add which ends one
+        half-layer and the norm which starts the next read and write the activations once."""
+        from ..kernels.rmsnorm import add_rmsnorm   # Triton loads on first use, not with the model
+        return add_rmsnorm(x, residual, self.weight, self.eps)

@@ -2,8 +2,18 @@
 
     tokens -> embed -> [ RMSNorm -> attention -> +residual -> RMSNorm -> SwiGLU -> +residual ] x L
            -> RMSNorm -> lm_head -> logits
+
+With ``use_fused_kernels(True)`` (Day 9) the same math runs through Triton kernels: the residual
+stream is carried next to h, and each "+residual -> RMSNorm" pair is one kernel.
+
+    h, r = embed, None
+    per layer:  x, r = add_norm(h, r)  -> h = attention(x)  (RoPE + K/V write fused when paged)
+                x, r = add_norm(h, r)  -> h = down(silu_mul(gate_up(x)))
+    end:        x, _ = add_norm(h, r)  -> lm_head
 """
 from __future__ import annotations
+
+import os
 
 import torch
 from torch import nn
@@ -27,6 +37,14 @@ class DecoderLayer(nn.Module):
         h = h + self.attn(self.input_norm(h), cos, sin, kv)
         return h + self.mlp(self.post_attn_norm(h))
 
+    def forward_fused(self, h, residual, cos, sin, kv=None):
+        """forward() with the residual carried apart: the layer's output is h + residual (returned as
+        the pair), and each add happens inside the next norm's kernel."""
+        x, residual = self.input_norm.add_norm(h, residual)         # residual = h + residual
+        h = self.attn(x, cos, sin, kv)
+        x, residual = self.post_attn_norm.add_norm(h, residual)
+        return self.mlp(x), residual
+
 
 class LlamaModel(nn.Module):
     """Decoder-only transformer. ``forward(input_ids, positions, kv)`` returns logits (B, T, vocab).
@@ -35,7 +53,11 @@ class LlamaModel(nn.Module):
     a :class:`~course_lib.kv.ContiguousKVCache` appends to per-sequence tensors (Day 3), a paged
     context writes into blocks (Day 5). Any object with ``attend(layer_idx, q, k, v)`` and
     ``commit(num_tokens)`` works.
+
+    ``use_fused_kernels(True)`` switches to Triton kernels (Day 9), ``False`` to plain torch. Until
+    either is called ``fused`` is None: plain torch, and an engine may choose (on for CUDA).
     """
+    fused: bool | None = None
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -52,6 +74,21 @@ class LlamaModel(nn.Module):
         if self.cfg.tie_word_embeddings:
             self.lm_head.weight = self.embed.weight
 
+    def use_fused_kernels(self, flag: bool = True) -> "LlamaModel":
+        """Run the residual add + RMSNorm, SwiGLU activation and (over a paged KV context) RoPE + K/V
+        cache write as fused Triton kernels (Day 9), or, with False, as plain torch ops again.
+
+        For inference only (q is rotated in place, outside autograd). Needs CUDA, or
+        TRITON_INTERPRET=1 in the environment before the kernels are first imported (slow: tests)."""
+        flag = bool(flag)
+        if flag and self.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+            raise ValueError(f"use_fused_kernels(True) needs the model on CUDA, or TRITON_INTERPRET=1 "
+                             f"set before course_lib.kernels is imported; the model is on {self.device}")
+        for m in self.modules():
+            if hasattr(m, "fused"):
+                m.fused = flag
+        return self
+
     @property
     def device(self) -> torch.device:
         return self.embed.weight.device
@@ -66,11 +103,16 @@ class LlamaModel(nn.Module):
             positions = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
         h = self.embed(input_ids)
         cos, sin = self.rotary(positions, h.dtype)             # (B, T, head_dim) each
-        for layer in self.layers:
-            h = layer(h, cos, sin, kv)
+        if self.fused:
+            residual = None                                    # the residual stream rides along
+            for layer in self.layers:
+                h, residual = layer.forward_fused(h, residual, cos, sin, kv)
+        else:
+            for layer in self.layers:
+                h = layer(h, cos, sin, kv)
         if kv is not None:
             kv.commit(input_ids.shape[1])
-        return self.norm(h)
+        return self.norm.add_norm(h, residual)[0] if self.fused else self.norm(h)
 
     def forward(self, input_ids, positions=None, kv=None) -> torch.Tensor:
         return self.lm_head(self.hidden_states(input_ids, positions, kv))
