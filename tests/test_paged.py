@@ -428,7 +428,7 @@ def test_seeded_rows_do_not_depend_on_the_rest_of_the_batch():
 
 
 def test_paged_attention_torch_mixed_step_equals_reference():
-    """The torch backend's mixed-step path (decode rows batched, prompt rows looped) == the reference."""
+    """The torch backend's mixed-step path (all rows padded into one SDPA) == the reference."""
     from course_lib.kv.paged import paged_attention_ref, paged_attention_torch
     g = torch.Generator().manual_seed(5)
     bs, kvh, h, d = 4, 2, 6, 16

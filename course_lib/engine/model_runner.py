@@ -21,11 +21,23 @@ from .scheduler import SchedulerOutput
 from .sequence import PENDING
 
 
+def triton_usable(device: torch.device) -> bool:
+    """Triton kernels can run here: a CUDA device and an importable triton (a CUDA torch without
+    triton, or a GPU Triton does not support, falls back to the torch reference paths)."""
+    if device.type != "cuda":
+        return False
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return torch.cuda.get_device_capability(device) >= (7, 0)   # Triton's oldest supported GPUs
+
+
 def attention_functions(backend: str, device: torch.device):
     """(prefill_fn, decode_fn) for a backend name: 'torch' runs anywhere, 'triton' needs a GPU
-    (or TRITON_INTERPRET=1), 'auto' picks triton on CUDA and torch elsewhere."""
+    (or TRITON_INTERPRET=1), 'auto' picks triton where it can run and torch elsewhere."""
     if backend == "auto":
-        backend = "triton" if device.type == "cuda" else "torch"
+        backend = "triton" if triton_usable(device) else "torch"
     if backend == "torch":
         return paged_attention_torch, paged_decode_torch
     from ..kernels.paged_attention import paged_attention_triton
@@ -52,7 +64,7 @@ class ModelRunner:
                  cuda_graphs: bool = False, max_batch: int = 1, max_model_len: int = 1):
         self.model, self.cache = model, cache
         self.device = model.device
-        if model.fused is None and self.device.type == "cuda":   # Day 9 fused kernels: on by default
+        if model.fused is None and triton_usable(self.device):   # Day 9 fused kernels: on by default
             model.use_fused_kernels(True)                         # on a GPU, unless chosen already
         self.prefill_fn, self.decode_fn = attention_functions(backend, self.device)
         self.graphs = None
