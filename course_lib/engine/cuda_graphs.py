@@ -43,9 +43,15 @@ class DecodeGraphs:
         self.positions = torch.zeros(max_batch, dtype=torch.long, device=dev)
         self.slots = torch.full((max_batch,), scratch * cache.block_size, dtype=torch.long, device=dev)
         self.tables = torch.full((max_batch, max_blocks_per_seq), scratch, dtype=torch.int32, device=dev)
-        # Host mirror of the block tables, pinned so the copy to the GPU is asynchronous. Filled row by
-        # row through numpy (~4x faster than torch.tensor on a list of padded lists at batch 256).
-        self.host_tables = torch.zeros((max_batch, max_blocks_per_seq), dtype=torch.int32, pin_memory=True)
+        # Pinned staging for the block tables, so the copy to the GPU is asynchronous. Each step views
+        # it as a contiguous (B, width) array (a strided host source would be copied through pageable
+        # memory, which waits for the GPU) and fills it row by row through numpy (~4x faster than
+        # torch.tensor on a list of padded lists at batch 256). Two buffers, used in turn: under async
+        # scheduling the copy queued by the previous step may not have run yet when this one fills
+        # its buffer; the one before it has (the engine waited for that step's tokens).
+        self.host_tables = [torch.zeros(max_batch * max_blocks_per_seq, dtype=torch.int32,
+                                        pin_memory=True) for _ in range(2)]
+        self._turn = 0
         self.seq_lens = torch.ones(max_batch, dtype=torch.int32, device=dev)
         self.query_start_loc = torch.arange(max_batch + 1, dtype=torch.int32, device=dev)
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
@@ -93,8 +99,10 @@ class DecodeGraphs:
         self.positions[:B].copy_(torch.tensor(positions, **pin), non_blocking=True)
         self.slots[:B].copy_(torch.tensor(slots, **pin), non_blocking=True)
         self.seq_lens[:B].copy_(torch.tensor(seq_lens, dtype=torch.int32, **pin), non_blocking=True)
-        fill_rows(self.host_tables.numpy(), tables)   # entries past a row's length are never read
-        self.tables[:B, :width].copy_(self.host_tables[:B, :width], non_blocking=True)
+        self._turn ^= 1
+        staged = self.host_tables[self._turn][:B * width].view(B, width)
+        fill_rows(staged.numpy(), tables)   # entries past a row's length are stale: never read
+        self.tables[:B, :width].copy_(staged, non_blocking=True)
         if b > B:   # padding rows: scratch slot, one position of the scratch block
             self.slots[B:b].fill_(self.cache.scratch_block * self.cache.block_size)
             self.seq_lens[B:b].fill_(1)
