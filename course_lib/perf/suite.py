@@ -30,7 +30,7 @@ SUITES = {
                 max_num_batched_tokens=16384, hf_batch_size=128,
                 hf_num_requests={"hf-static": 128, "hf-cb": 48}, budget_s=440),
     "cpu": dict(device="cpu", workload="anyscale-cpu", models=("smollm2-135m",),
-                systems=("hf-static", "static", "continuous"), max_num_seqs=16),
+                systems=("hf-static", "static", "continuous"), max_num_seqs=32),
 }
 
 
