@@ -67,7 +67,10 @@ def time_batch(engine, batch: int, context: int, steps: int, warmup: int, seed: 
     The requests are aborted (and a step still in flight drained) afterwards, so the engine can take
     the next batch size."""
     from ..config import SamplingParams
-    params = SamplingParams(temperature=0, max_tokens=warmup + steps + 4, ignore_eos=True)  # none finishes
+    # None may finish while timed: the first admitted decode through all the prefill steps, too
+    # (batch 128 x 512 tokens is 16 steps at a 4096-token budget; recorded runs missed this).
+    prefill_steps = -(-batch * context // engine.cfg.max_num_batched_tokens) + 1
+    params = SamplingParams(temperature=0, max_tokens=warmup + steps + prefill_steps + 4, ignore_eos=True)
     g = torch.Generator().manual_seed(seed + batch)
     vocab = engine.model.cfg.vocab_size
     ids = [engine.add_request(torch.randint(0, vocab, (context,), generator=g).tolist(), params)
@@ -113,10 +116,12 @@ def measure(model, batches, context: int, steps: int, warmup: int, mode: str = "
     from ..config import EngineConfig
     from ..engine.llm_engine import LLMEngine
     from .bench_kernels import guarded
-    max_len = context + warmup + steps + 8
+    budget = max(16384, context)
+    prefill_steps = -(-max(batches) * context // budget) + 1     # as time_batch counts them
+    max_len = context + warmup + steps + prefill_steps + 8
     knobs = {k: v for k, v in MODES[mode].items()      # async_scheduling only where the engine has it
              if k in {f.name for f in dataclasses.fields(EngineConfig)}}
-    cfg = EngineConfig(max_num_seqs=max(batches), max_num_batched_tokens=max(16384, context),
+    cfg = EngineConfig(max_num_seqs=max(batches), max_num_batched_tokens=budget,
                        num_kv_blocks=max(batches) * -(-max_len // 16) + 8, **knobs)
     engine = LLMEngine(model, None, cfg, max_model_len=max_len)
     flags = dict(mode=mode, cuda_graphs=engine.runner.graphs is not None,
