@@ -4,6 +4,7 @@
     rmsnorm.py           fused residual add + RMSNorm (Day 9)
     swiglu.py            fused silu(gate) * up (Day 9)
     rope_kv.py           fused RoPE + paged KV-cache write (Day 9)
+    checks.py            the device/dtype checks every wrapper shares
 
 On a machine without CUDA, set TRITON_INTERPRET=1 before importing this package (tests/conftest.py
 does) and the kernels run, slowly, on the CPU."""

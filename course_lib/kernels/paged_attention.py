@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 
 import torch
 import triton
 import triton.language as tl
+
+from .checks import BF16_DOT, check_runnable
 
 LOG2E = 1.4426950408889634   # softmax in base 2: exp2 is one instruction, exp is exp2 plus a multiply
 NEG = tl.constexpr(-1.0e30)  # finite "minus infinity": masked padding rows never compute inf - inf
@@ -198,16 +199,8 @@ def _check(q, k_cache, v_cache, block_tables, seq_lens, query_start_loc):
         if t.dtype != torch.int32 or tuple(t.shape) != shape or not t.is_contiguous():
             raise ValueError(f"{name} must be contiguous int32 of shape {shape} (B = rows of "
                              f"block_tables), got {t.dtype} {tuple(t.shape)} strides {t.stride()}")
-    for name, t in (("k_cache", k_cache), ("v_cache", v_cache), ("block_tables", block_tables),
-                    ("seq_lens", seq_lens), ("query_start_loc", query_start_loc)):
-        if t.device != q.device:
-            raise ValueError(f"{name} is on {t.device}, q on {q.device}: all must share one device")
-    if q.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
-        raise ValueError(f"q is on {q.device}: Triton kernels need CUDA, or TRITON_INTERPRET=1 set "
-                         f"before course_lib.kernels is imported")
-    if q.device.type != "cuda" and q.dtype == torch.bfloat16:   # triton-lang/triton#11584
-        raise ValueError("q is bfloat16 on the CPU: the Triton interpreter's tl.dot multiplies raw "
-                         "bfloat16 bits (garbage); use float16 or float32 there")
+    check_runnable("q", q, dict(k_cache=k_cache, v_cache=v_cache, block_tables=block_tables,
+                                seq_lens=seq_lens, query_start_loc=query_start_loc), BF16_DOT)
     return H // KVH, bs
 
 

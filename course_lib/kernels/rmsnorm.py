@@ -14,11 +14,11 @@ the norm is computed in float32 and cast back, and only then multiplied by the w
 """
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
+
+from .checks import check_runnable
 
 MAX_FUSED_BYTES = 65536   # a whole row lives in registers; beyond this it would spill (tutorial 05)
 
@@ -74,15 +74,7 @@ def _check(x, residual, weight):
     if d * x.element_size() > MAX_FUSED_BYTES:
         raise ValueError(f"rows of {d} {x.dtype} elements exceed {MAX_FUSED_BYTES} bytes: this kernel "
                          f"keeps a whole row in registers")
-    for name, t in (("residual", residual), ("weight", weight)):
-        if t is not None and t.device != x.device:
-            raise ValueError(f"{name} is on {t.device}, x on {x.device}: all must share one device")
-    if x.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
-        raise ValueError(f"x is on {x.device}: Triton kernels need CUDA, or TRITON_INTERPRET=1 set "
-                         f"before course_lib.kernels is imported")
-    if x.device.type != "cuda" and x.dtype == torch.bfloat16:
-        raise ValueError("x is bfloat16 on the CPU: the Triton interpreter casts float32 to bfloat16 by "
-                         "truncation, not round-to-nearest; use float16 or float32 there")
+    check_runnable("x", x, {"residual": residual, "weight": weight})
 
 
 def _rows(t: torch.Tensor) -> torch.Tensor:

@@ -16,11 +16,11 @@ Qwen3's per-head q/k RMSNorm happens before this kernel (it takes q and k after 
 """
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
+
+from .checks import check_runnable
 
 
 @triton.jit
@@ -134,16 +134,8 @@ def _check(q, k, v, cos, sin, k_cache, v_cache, slot_mapping):
     for name, t in (("q", q), ("k", k), ("v", v), ("k_cache", k_cache), ("v_cache", v_cache)):
         if t.stride(-1) != 1:
             raise ValueError(f"{name} must be contiguous in head_dim (stride(-1) == 1), got {t.stride()}")
-    for name, t in (("k", k), ("v", v), ("cos", cos), ("sin", sin), ("k_cache", k_cache),
-                    ("v_cache", v_cache), ("slot_mapping", slot_mapping)):
-        if t.device != q.device:
-            raise ValueError(f"{name} is on {t.device}, q on {q.device}: all must share one device")
-    if q.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
-        raise ValueError(f"q is on {q.device}: Triton kernels need CUDA, or TRITON_INTERPRET=1 set "
-                         f"before course_lib.kernels is imported")
-    if q.device.type != "cuda" and q.dtype == torch.bfloat16:
-        raise ValueError("q is bfloat16 on the CPU: the Triton interpreter casts float32 to bfloat16 by "
-                         "truncation, not round-to-nearest; use float16 or float32 there")
+    check_runnable("q", q, dict(k=k, v=v, cos=cos, sin=sin, k_cache=k_cache, v_cache=v_cache,
+                                slot_mapping=slot_mapping))
 
 
 def rope_write_kv(q, k, v, cos, sin, k_cache, v_cache, slot_mapping):

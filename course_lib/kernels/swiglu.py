@@ -11,12 +11,12 @@ the product rounded once more. Only the exp differs (the GPU's fast exp2 vs libm
 """
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 from torch.nn import functional as F
+
+from .checks import check_runnable
 
 MAX_BLOCK = 1024   # columns per program: long rows (f = 8192) get several programs each
 
@@ -51,12 +51,7 @@ def silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
     if gate_up.shape[-1] % 2:
         raise ValueError(f"gate_up's last dim must be even (gate and up side by side), got "
                          f"{tuple(gate_up.shape)}")
-    if gate_up.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
-        raise ValueError(f"gate_up is on {gate_up.device}: Triton kernels need CUDA, or "
-                         f"TRITON_INTERPRET=1 set before course_lib.kernels is imported")
-    if gate_up.device.type != "cuda" and gate_up.dtype == torch.bfloat16:
-        raise ValueError("gate_up is bfloat16 on the CPU: the Triton interpreter casts float32 to "
-                         "bfloat16 by truncation, not round-to-nearest; use float16 or float32 there")
+    check_runnable("gate_up", gate_up, {})
     f = gate_up.shape[-1] // 2
     gu = gate_up.reshape(-1, 2 * f)                              # (N, 2f), a view for matmul output
     if gu.stride(-1) != 1:

@@ -1,0 +1,25 @@
+"""Input checks every Triton wrapper here shares: one device for all tensors, and a device the kernel
+can run on (CUDA, or the CPU under TRITON_INTERPRET=1 without bfloat16)."""
+from __future__ import annotations
+
+import os
+
+import torch
+
+# Why bfloat16 fails under the CPU interpreter, by kernel kind.
+BF16_CAST = "the Triton interpreter casts float32 to bfloat16 by truncation, not round-to-nearest"
+BF16_DOT = "the Triton interpreter's tl.dot multiplies raw bfloat16 bits (garbage)"   # triton#11584
+
+
+def check_runnable(name: str, x: torch.Tensor, others: dict, bf16_why: str = BF16_CAST) -> None:
+    """Raise ValueError naming the tensor at fault unless a Triton kernel can run on ``x`` here.
+
+    ``others``: the kernel's other tensors by name (None entries are skipped), all on x's device."""
+    for other, t in others.items():
+        if t is not None and t.device != x.device:
+            raise ValueError(f"{other} is on {t.device}, {name} on {x.device}: all must share one device")
+    if x.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+        raise ValueError(f"{name} is on {x.device}: Triton kernels need CUDA, or TRITON_INTERPRET=1 set "
+                         f"before course_lib.kernels is imported")
+    if x.device.type != "cuda" and x.dtype == torch.bfloat16:
+        raise ValueError(f"{name} is bfloat16 on the CPU: {bf16_why}; use float16 or float32 there")
