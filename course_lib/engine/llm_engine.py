@@ -149,7 +149,6 @@ class LLMEngine:
         """Queue the step on the device, then account its tokens as if already computed (PENDING)."""
         handle = self.runner.launch(sched, self._inflight)
         handle.start, handle.num_tokens = start, sched.num_tokens
-        handle.out_index = []
         for seq in sched.seqs:
             if seq.first_scheduled_time is None:
                 seq.first_scheduled_time = start

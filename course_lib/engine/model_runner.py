@@ -89,8 +89,7 @@ class ModelRunner:
             table = seq.block_table
             first = seq.num_computed_tokens          # everything before is in the cache already
             if seq.num_tokens - first == 1:          # decoding: only the newest token, no list copy
-                inp.ids.append(seq.output_token_ids[-1] if seq.output_token_ids
-                               else seq.prompt_token_ids[-1])
+                inp.ids.append(seq.last_token_id)
             else:
                 inp.ids += seq.token_ids[first:]
             pos = range(first, seq.num_tokens)
@@ -107,7 +106,7 @@ class ModelRunner:
         last = [s.num_tokens - 1 for s in seqs]                  # position of each newest token
         tables = [s.block_table for s in seqs]
         return StepInputs(
-            ids=[s.output_token_ids[-1] if s.output_token_ids else s.prompt_token_ids[-1] for s in seqs],
+            ids=[s.last_token_id for s in seqs],
             positions=last, slots=[t[p // bs] * bs + p % bs for t, p in zip(tables, last)],
             tables=tables, seq_lens=[p + 1 for p in last], starts=list(range(len(seqs) + 1)))
 
@@ -163,10 +162,6 @@ class ModelRunner:
         tokens, logprobs = sample(logits, [s.params for s in sched.seqs],
                                   [s.generator for s in sched.seqs])
         return StepHandle.start_readback(sched, tokens, logprobs)
-
-    def execute(self, sched: SchedulerOutput) -> tuple[list[int], list[float] | None]:
-        """Run one step and wait for it: the next token of every scheduled sequence (and logprobs)."""
-        return self.launch(sched).result()
 
 
 @dataclass

@@ -217,8 +217,8 @@ def _config(D, group, decode):
     """Tile sizes. Decode has one token per program: BLOCK_M is just the group, padded to tl.dot's 16."""
     group_pad = triton.next_power_of_2(group)
     block_m = max(16, group_pad) if decode else max(64, group_pad)
-    # BLOCK_N: keys per tile. Decode with head_dim <= 64 streams best with 128-key tiles (H200 sweep:
-    # llama-3.2-1b shape, batch 256, 71% -> 75% of copy bandwidth); larger heads keep 64 (registers).
+    # BLOCK_N: keys per tile. Decode with head_dim <= 64 streamed a few percent faster with 128-key
+    # tiles in a one-off tile sweep on an H200 (not kept); larger heads keep 64 (registers).
     block_n = 128 if decode and D <= 64 else 64 if D <= 128 else 32
     return dict(HEAD_DIM=D, BLOCK_D=max(16, triton.next_power_of_2(D)), BLOCK_M=block_m,
                 BLOCK_N=block_n), group_pad
@@ -234,8 +234,9 @@ def num_kv_splits(programs: int, sm_count: int) -> int:
 
     The plain kernel runs B * KVH programs, each streaming its whole context. Below ~2 programs per SM
     most SMs sit idle (and each program's loop is latency-bound), so every context is cut into chunks,
-    aiming at ~8 programs per SM. Measured on an H200 (qwen3-0.6b shape, contexts 800-2000): batch 32
-    went from 127 us to ~65 us per layer, batch 8 from 59 to 50; batch >= 64 is best unsplit."""
+    aiming at ~8 programs per SM. `python -m course_lib.perf.bench_kernels` times this choice against
+    one split (its split_kv section; data/results/gpu_h200_kernels.json: batch 8 at 4k context 53 us
+    vs 132 us unsplit on an H200); batch >= 64 is best unsplit (its decode section)."""
     if programs >= 2 * sm_count:
         return 1
     return max(1, min(triton.cdiv(8 * sm_count, programs), MAX_SPLITS))

@@ -148,7 +148,7 @@ def paged_attention_torch(q, k_cache, v_cache, block_tables, seq_lens, query_sta
         return paged_decode_torch(q, k_cache, v_cache, block_tables, seq_lens, scale=scale)
     starts = query_start_loc.tolist()
     q_lens = torch.tensor([b - a for a, b in zip(starts, starts[1:])], device=q.device)   # (B,)
-    B, max_blocks = block_tables.shape
+    B = block_tables.shape[0]
     M = int(q_lens.max())
     j = torch.arange(M, device=q.device)
     real = j[None, :] < q_lens[:, None]                                   # (B, M) real query rows
@@ -158,7 +158,7 @@ def paged_attention_torch(q, k_cache, v_cache, block_tables, seq_lens, query_sta
     k, v = gather_blocks(k_cache, v_cache, block_tables)                 # (B, S, KVH, D)
     pos = seq_lens[:, None] - q_lens[:, None] + j[None, :]                # (B, M) query positions
     key = torch.arange(k.shape[1], device=q.device)
-    mask = (key[None, None, :] <= pos[:, :, None]) & (key[None, None, :] < seq_lens[:, None, None])
+    mask = key[None, None, :] <= pos[:, :, None]     # causal; pos < seq_len ends the context too
     mask |= ~real[:, :, None]     # padding rows see every key: no all-masked row (NaN); discarded
     out = sdpa(q_pad, k, v, mask=mask[:, None], scale=scale)              # (B, M, H, D)
     return out[real]                                                      # (N, H, D), in q's order

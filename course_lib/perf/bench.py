@@ -244,7 +244,8 @@ def add_bench_parser(sub) -> None:
                    help="run a fixed set instead of one workload (only --hf-num-requests and "
                         "--time-budget-s apply): 'gpu' = nanovllm (256 requests) on the qwen3-0.6b and "
                         "llama-3.2-1b shapes, random bf16 weights, continuous vs hf-static vs hf-cb, "
-                        "256 slots, HF on the first 128 / 64 requests, under 8 min on an H100/H200; "
+                        f"256 slots, HF on the first {SUITES['gpu']['hf_num_requests']} requests, "
+                        "under 8 min on an H100/H200; "
                         "'cpu' = the recorded anyscale-cpu run. One JSON per model in --json-dir")
     b.add_argument("--json-dir", default="data/results", help="where --suite writes its JSON files")
     b.add_argument("--time-budget-s", type=float, default=None,

@@ -24,7 +24,6 @@ step); ``floor_ms`` adds the K/V that the step reads (B * context * kv_bytes_per
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import gc
 import json
 import statistics
@@ -76,9 +75,8 @@ def time_batch(engine, batch: int, context: int, steps: int, warmup: int, seed: 
     ids = [engine.add_request(torch.randint(0, vocab, (context,), generator=g).tolist(), params)
            for _ in range(batch)]
     runner, launches, steps_s = engine.runner, [], []
-    name = "launch" if hasattr(runner, "launch") else "execute"     # execute: an engine without async
 
-    def timed(*args, inner=getattr(runner, name)):
+    def timed(*args, inner=runner.launch):
         t0 = time.perf_counter()
         out = inner(*args)
         launches.append(time.perf_counter() - t0)
@@ -88,7 +86,7 @@ def time_batch(engine, batch: int, context: int, steps: int, warmup: int, seed: 
             engine.step()
         for _ in range(warmup):
             engine.step()
-        setattr(runner, name, timed)
+        runner.launch = timed
         for _ in range(steps):
             t0 = time.perf_counter()
             engine.step()
@@ -97,7 +95,7 @@ def time_batch(engine, batch: int, context: int, steps: int, warmup: int, seed: 
             if rec.is_prefill or len(rec.seq_ids) != batch:
                 raise RuntimeError(f"step was not a pure decode of {batch} sequences: {rec}")
     finally:
-        runner.__dict__.pop(name, None)                   # the class's method again
+        runner.__dict__.pop("launch", None)                   # the class's method again
         for r in ids:
             engine.abort_request(r)
         for _ in range(4):                                # a step still in flight (async scheduling)
@@ -119,13 +117,11 @@ def measure(model, batches, context: int, steps: int, warmup: int, mode: str = "
     budget = max(16384, context)
     prefill_steps = -(-max(batches) * context // budget) + 1     # as time_batch counts them
     max_len = context + warmup + steps + prefill_steps + 8
-    knobs = {k: v for k, v in MODES[mode].items()      # async_scheduling only where the engine has it
-             if k in {f.name for f in dataclasses.fields(EngineConfig)}}
     cfg = EngineConfig(max_num_seqs=max(batches), max_num_batched_tokens=budget,
-                       num_kv_blocks=max(batches) * -(-max_len // 16) + 8, **knobs)
+                       num_kv_blocks=max(batches) * -(-max_len // 16) + 8, **MODES[mode])
     engine = LLMEngine(model, None, cfg, max_model_len=max_len)
     flags = dict(mode=mode, cuda_graphs=engine.runner.graphs is not None,
-                 async_scheduling=bool(getattr(engine, "async_scheduling", False)))
+                 async_scheduling=engine.async_scheduling)
     rows = []
     for b in batches:
         row = guarded(dict(batch=b, **flags), lambda: time_batch(engine, b, context, steps, warmup))

@@ -254,13 +254,13 @@ def peak_extra_bytes(fn) -> int:
 
 
 def copy_bandwidth(nbytes: int = 1 << 30) -> dict:
-    """Median GB/s of a large clone: nbytes read plus nbytes written. A read-mostly kernel can beat
-    it a little (no read/write turnarounds), so a fraction just above 100% is not an error."""
-    from triton.testing import do_bench
+    """The yardstick of every sweep here: roofline.measure_bandwidth on the GPU (the one the bench's
+    floor uses), nbytes read plus nbytes written. A read-mostly kernel can beat it a little (no
+    read/write turnarounds), so a fraction just above 100% is not an error."""
+    from .roofline import measure_bandwidth
 
-    x = torch.empty(nbytes // 4, device="cuda", dtype=torch.float32)
-    ms = do_bench(lambda: x.clone(), return_mode="median")
-    return dict(bytes=nbytes, ms=ms, gb_per_s=2 * nbytes / ms / 1e6)
+    bytes_per_s = measure_bandwidth("cuda", nbytes)
+    return dict(bytes=nbytes, ms=2 * nbytes / bytes_per_s * 1e3, gb_per_s=bytes_per_s / 1e9)
 
 
 # ---- the sweeps ----------------------------------------------------------------------------------
