@@ -244,9 +244,9 @@ def test_engine_step_logits_match_no_cache(model, monkeypatch):
     recomputed: the logits every step hands to the sampler == the no-cache logits at that position."""
     captured = []
 
-    def spy(logits, params, generators):
+    def spy(logits, params, generators, *rest):
         captured.append(logits.detach().clone())
-        return sample(logits, params, generators)
+        return sample(logits, params, generators, *rest)
 
     monkeypatch.setattr(model_runner, "sample", spy)
     engine = LLMEngine(model, None, EngineConfig(block_size=4, num_kv_blocks=14, max_num_seqs=4,

@@ -16,12 +16,12 @@ import torch
 
 from ..kv.paged import PagedAttentionContext, PagedKVCache
 from ..models.llama import LlamaModel
+from .inputs import StepInputs, TokenFix, fill_rows
 
-
-def fill_rows(out, rows: list[list[int]]) -> None:
-    """Write ragged ``rows`` into the left of the 2-D numpy array ``out`` (the rest is left as is)."""
-    for i, row in enumerate(rows):
-        out[i, :len(row)] = row
+# The graph's per-row int64 inputs, packed side by side with seq_lens (int32) in one buffer so a step
+# uploads them in one copy: each host-to-device copy costs the GPU a few microseconds however small,
+# about as much as a kernel, and at batch 1 the whole step is ~1 ms. fix_rows/fix_src: TokenFix's index.
+_LONGS = ("ids", "positions", "slots", "fix_rows", "fix_src")
 
 
 def buckets_for(max_batch: int) -> list[int]:
@@ -32,27 +32,38 @@ def buckets_for(max_batch: int) -> list[int]:
     return out + [max_batch]
 
 
+def _packed_views(raw: torch.Tensor, max_batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(len(_LONGS), max_batch) int64 and (max_batch,) int32 views of one flat uint8 buffer."""
+    split = 8 * len(_LONGS) * max_batch
+    return raw[:split].view(torch.int64).view(len(_LONGS), max_batch), raw[split:].view(torch.int32)
+
+
 class DecodeGraphs:
     def __init__(self, model: LlamaModel, cache: PagedKVCache, attention_fn, max_batch: int,
                  max_blocks_per_seq: int):
         dev = model.device
         self.model, self.cache, self.attention_fn = model, cache, attention_fn
         self.buckets = buckets_for(max_batch)
+        self.max_batch = max_batch
         scratch = cache.scratch_block
-        self.ids = torch.zeros(max_batch, dtype=torch.long, device=dev)
-        self.positions = torch.zeros(max_batch, dtype=torch.long, device=dev)
-        self.slots = torch.full((max_batch,), scratch * cache.block_size, dtype=torch.long, device=dev)
+        self.scratch_slot = scratch * cache.block_size
+        nbytes = (8 * len(_LONGS) + 4) * max_batch
+        self.packed = torch.zeros(nbytes, dtype=torch.uint8, device=dev)
+        longs, self.seq_lens = _packed_views(self.packed, max_batch)
+        self.ids, self.positions, self.slots, self.fix_rows, self.fix_src = longs
+        self.slots.fill_(self.scratch_slot)
+        self.seq_lens.fill_(1)
         self.tables = torch.full((max_batch, max_blocks_per_seq), scratch, dtype=torch.int32, device=dev)
-        # Pinned staging for the block tables, so the copy to the GPU is asynchronous. Each step views
-        # it as a contiguous (B, width) array (a strided host source would be copied through pageable
-        # memory, which waits for the GPU) and fills it row by row through numpy (~4x faster than
-        # torch.tensor on a list of padded lists at batch 256). Two buffers, used in turn: under async
-        # scheduling the copy queued by the previous step may not have run yet when this one fills
-        # its buffer; the one before it has (the engine waited for that step's tokens).
+        # Pinned staging, so the copies to the GPU are asynchronous, filled through numpy (~4x faster
+        # than torch.tensor on a list of lists at batch 256). The block tables are staged as a
+        # contiguous (b, width) array (a strided host source would be copied through pageable memory,
+        # which waits for the GPU). Two sets, used in turn: under async scheduling the copies queued
+        # by the previous step may not have run yet when this one fills its set; the ones before
+        # it have (the engine waited for that step's tokens).
+        self.host_packed = [torch.zeros(nbytes, dtype=torch.uint8, pin_memory=True) for _ in range(2)]
         self.host_tables = [torch.zeros(max_batch * max_blocks_per_seq, dtype=torch.int32,
                                         pin_memory=True) for _ in range(2)]
         self._turn = 0
-        self.seq_lens = torch.ones(max_batch, dtype=torch.int32, device=dev)
         self.query_start_loc = torch.arange(max_batch + 1, dtype=torch.int32, device=dev)
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.logits: dict[int, torch.Tensor] = {}
@@ -84,28 +95,31 @@ class DecodeGraphs:
     def bucket(self, batch: int) -> int | None:
         return next((b for b in self.buckets if b >= batch), None)
 
-    def run(self, ids, positions, slots, tables: list[list[int]], seq_lens, fix=None) -> torch.Tensor:
-        """Copy one decode step's inputs into the static buffers, replay, return logits (B, vocab).
+    def run(self, inp: StepInputs, fix: TokenFix | None = None) -> torch.Tensor:
+        """Upload one decode step's inputs into the static buffers, replay, return logits (B, vocab).
 
-        ``fix``: (rows, src, prev_tokens) device tensors: ids[rows] = prev_tokens[src] (async scheduling)."""
-        B = len(ids)
+        Two host-to-device copies (the packed per-row inputs, the block tables) and, under async
+        scheduling, one device copy of the tokens still in flight (TokenFix)."""
+        B = len(inp.ids)
         b = self.bucket(B)
-        width = max(len(t) for t in tables)
-        pin = dict(pin_memory=True)
-        self.ids[:B].copy_(torch.tensor(ids, **pin), non_blocking=True)
-        if fix is not None:
-            rows, src, prev_tokens = fix
-            self.ids.index_copy_(0, rows, prev_tokens.index_select(0, src))
-        self.positions[:B].copy_(torch.tensor(positions, **pin), non_blocking=True)
-        self.slots[:B].copy_(torch.tensor(slots, **pin), non_blocking=True)
-        self.seq_lens[:B].copy_(torch.tensor(seq_lens, dtype=torch.int32, **pin), non_blocking=True)
+        width = max(len(t) for t in inp.tables)
         self._turn ^= 1
-        staged = self.host_tables[self._turn][:B * width].view(B, width)
-        fill_rows(staged.numpy(), tables)   # entries past a row's length are stale: never read
-        self.tables[:B, :width].copy_(staged, non_blocking=True)
-        if b > B:   # padding rows: scratch slot, one position of the scratch block
-            self.slots[B:b].fill_(self.cache.scratch_block * self.cache.block_size)
-            self.seq_lens[B:b].fill_(1)
-            self.tables[B:b, 0].fill_(self.cache.scratch_block)
+        host = self.host_packed[self._turn]
+        (ids, positions, slots, fix_rows, fix_src), seq_lens = (
+            t.numpy() for t in _packed_views(host, self.max_batch))
+        ids[:B], positions[:B], slots[:B], seq_lens[:B] = inp.ids, inp.positions, inp.slots, inp.seq_lens
+        # padding rows (B..b) write their K/V into the scratch slot and read one position of it
+        ids[B:b], positions[B:b], slots[B:b], seq_lens[B:b] = 0, 0, self.scratch_slot, 1
+        staged = self.host_tables[self._turn][:b * width].view(b, width)
+        tables = staged.numpy()
+        fill_rows(tables, inp.tables)          # entries past a row's length are stale: never read
+        tables[B:b, 0] = self.cache.scratch_block
+        if fix is not None and not fix.in_place:
+            fix_rows[:len(fix.rows)], fix_src[:len(fix.src)] = fix.rows, fix.src
+        self.packed.copy_(host, non_blocking=True)
+        self.tables[:b, :width].copy_(staged, non_blocking=True)
+        if fix is not None:
+            n = len(fix.rows)
+            fix.apply(self.ids, (self.fix_rows[:n], self.fix_src[:n]))
         self.graphs[b].replay()
         return self.logits[b][:B]

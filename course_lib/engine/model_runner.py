@@ -16,7 +16,7 @@ import torch
 from ..kv.paged import PagedAttentionContext, PagedKVCache, paged_attention_torch, paged_decode_torch
 from ..layers.sampler import sample
 from ..models.llama import LlamaModel
-from .cuda_graphs import fill_rows
+from .inputs import StepInputs, TokenFix, fill_rows
 from .scheduler import SchedulerOutput
 from .sequence import PENDING
 
@@ -44,21 +44,6 @@ def attention_functions(backend: str, device: torch.device):
     return paged_attention_triton, paged_attention_triton
 
 
-@dataclass
-class StepInputs:
-    """One step's inputs as host lists (built once, then turned into tensors or graph buffers)."""
-    ids: list[int]
-    positions: list[int]
-    slots: list[int]
-    tables: list[list[int]]
-    seq_lens: list[int]
-    starts: list[int]          # query_start_loc
-
-    @property
-    def max_query_len(self) -> int:
-        return max(b - a for a, b in zip(self.starts, self.starts[1:]))
-
-
 class ModelRunner:
     def __init__(self, model: LlamaModel, cache: PagedKVCache, backend: str = "auto",
                  cuda_graphs: bool = False, max_batch: int = 1, max_model_len: int = 1):
@@ -67,6 +52,10 @@ class ModelRunner:
         if model.fused is None and triton_usable(self.device):   # Day 9 fused kernels: on by default
             model.use_fused_kernels(True)                         # on a GPU, unless chosen already
         self.prefill_fn, self.decode_fn = attention_functions(backend, self.device)
+        self.argmax = None                                        # torch's, unless Triton runs here
+        if triton_usable(self.device):
+            from ..kernels.argmax import argmax
+            self.argmax = argmax
         self.graphs = None
         if cuda_graphs and self.device.type == "cuda":
             from .cuda_graphs import DecodeGraphs
@@ -121,17 +110,17 @@ class ModelRunner:
             attention_fn=self.prefill_fn if is_prefill else self.decode_fn)
         ids = self._tensor(inp.ids, torch.long)
         if fix is not None:                                                 # async: tokens in flight
-            rows, src, prev_tokens = fix
-            ids.index_copy_(0, rows, prev_tokens.index_select(0, src))
+            fix.apply(ids)
         ids = ids[None]                                                     # (1, N)
         positions = self._tensor(inp.positions, torch.long)[None]
         last = self._tensor([s - 1 for s in inp.starts[1:]], torch.long)    # each sequence's last token
         hidden = self.model.hidden_states(ids, positions, ctx)[0, last]     # (B, hidden)
         return self.model.lm_head(hidden)                                   # (B, vocab): last tokens only
 
-    def _fixups(self, sched: SchedulerOutput, inp: StepInputs, prev: "StepHandle | None"):
+    @staticmethod
+    def _fixups(sched: SchedulerOutput, inp: StepInputs, prev: "StepHandle | None") -> TokenFix | None:
         """Rows whose input token is still being computed by ``prev`` (async scheduling): their ids
-        are copied on the device from prev's sampled tokens. Returns (rows in ids, rows in prev) or None."""
+        are copied on the device from prev's sampled tokens."""
         if prev is None:
             return None
         prev_row = {s.seq_id: i for i, s in enumerate(prev.sched.seqs)}
@@ -144,7 +133,7 @@ class ModelRunner:
                 inp.ids[r] = 0                        # overwritten on the device before the forward
         if not rows:
             return None
-        return (self._tensor(rows, torch.long), self._tensor(src, torch.long), prev.tokens)
+        return TokenFix(rows, src, prev.tokens)
 
     @torch.inference_mode()
     def launch(self, sched: SchedulerOutput, prev: "StepHandle | None" = None) -> "StepHandle":
@@ -156,11 +145,11 @@ class ModelRunner:
         fix = self._fixups(sched, inp, prev)
         if (not sched.is_prefill and self.graphs is not None
                 and self.graphs.bucket(len(inp.ids)) is not None):
-            logits = self.graphs.run(inp.ids, inp.positions, inp.slots, inp.tables, inp.seq_lens, fix)
+            logits = self.graphs.run(inp, fix)
         else:
             logits = self._eager_logits(inp, sched.is_prefill, fix)
         tokens, logprobs = sample(logits, [s.params for s in sched.seqs],
-                                  [s.generator for s in sched.seqs])
+                                  [s.generator for s in sched.seqs], self.argmax)
         return StepHandle.start_readback(sched, tokens, logprobs)
 
 

@@ -37,11 +37,14 @@ def apply_filters(logits: torch.Tensor, params: list[SamplingParams]) -> torch.T
     return probs
 
 
-def sample(logits: torch.Tensor, params: list[SamplingParams],
-           generators: list[torch.Generator | None]) -> tuple[torch.Tensor, torch.Tensor | None]:
+def sample(logits: torch.Tensor, params: list[SamplingParams], generators: list[torch.Generator | None],
+           argmax=None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Returns (token ids (B,), their log-probabilities under the unmodified model distribution (B,)),
-    the second None when no request asked for logprobs (a log-softmax over B x vocab is not free)."""
-    tokens = logits.argmax(dim=-1)
+    the second None when no request asked for logprobs (a log-softmax over B x vocab is not free).
+
+    ``argmax``: the greedy pick, (B, V) -> (B,); default torch's (the engine passes the Triton one
+    of course_lib/kernels/argmax.py on a GPU, same result, faster at small batch)."""
+    tokens = logits.argmax(dim=-1) if argmax is None else argmax(logits)
     sampled = [i for i, p in enumerate(params) if not p.greedy]
     if sampled:
         idx = torch.tensor(sampled, device=logits.device)
