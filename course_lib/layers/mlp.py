@@ -3,6 +3,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..config import ModelConfig
+from .linear import Linear
 
 
 class SwiGLU(nn.Module):
@@ -13,8 +14,8 @@ class SwiGLU(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.gate_up = nn.Linear(cfg.hidden_size, 2 * cfg.intermediate_size, bias=cfg.mlp_bias)
-        self.down = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=cfg.mlp_bias)
+        self.gate_up = Linear(cfg.hidden_size, 2 * cfg.intermediate_size, bias=cfg.mlp_bias)
+        self.down = Linear(cfg.intermediate_size, cfg.hidden_size, bias=cfg.mlp_bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.fused:      # one pass (read 2f, write f per token) instead of silu's and the multiply's

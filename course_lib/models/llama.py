@@ -10,6 +10,8 @@ stream is carried next to h, and each "+residual -> RMSNorm" pair is one kernel.
     per layer:  x, r = add_norm(h, r)  -> h = attention(x)  (RoPE + K/V write fused when paged)
                 x, r = add_norm(h, r)  -> h = down(silu_mul(gate_up(x)))
     end:        x, _ = add_norm(h, r)  -> lm_head
+
+and (Day 14) every linear layer given a single row (decode at batch 1) runs the Triton GEMV kernel.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from torch import nn
 
 from ..config import ModelConfig
 from ..layers.attention import Attention
+from ..layers.linear import Linear
 from ..layers.mlp import SwiGLU
 from ..layers.norm import RMSNorm
 from ..layers.rotary import RotaryEmbedding
@@ -66,7 +69,7 @@ class LlamaModel(nn.Module):
         self.layers = nn.ModuleList(DecoderLayer(cfg, i) for i in range(cfg.num_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.rotary = RotaryEmbedding(cfg)
-        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        self.lm_head = Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         self.tie_weights()
 
     def tie_weights(self) -> None:
@@ -74,9 +77,12 @@ class LlamaModel(nn.Module):
         if self.cfg.tie_word_embeddings:
             self.lm_head.weight = self.embed.weight
 
-    def use_fused_kernels(self, flag: bool = True) -> "LlamaModel":
+    def use_fused_kernels(self, flag: bool = True, gemv: bool = True) -> "LlamaModel":
         """Run the residual add + RMSNorm, SwiGLU activation and (over a paged KV context) RoPE + K/V
         cache write as fused Triton kernels (Day 9), or, with False, as plain torch ops again.
+
+        With the flag and ``gemv`` on, a linear layer given one row of input (decode at batch 1) runs
+        the Triton GEMV kernel instead of cuBLAS (Day 14; cuBLAS wins from two rows up).
 
         For inference only (q is rotated in place, outside autograd). Needs CUDA, or
         TRITON_INTERPRET=1 in the environment before the kernels are first imported (slow: tests)."""
@@ -87,6 +93,8 @@ class LlamaModel(nn.Module):
         for m in self.modules():
             if hasattr(m, "fused"):
                 m.fused = flag
+            if isinstance(m, Linear):
+                m.gemv = flag and bool(gemv)
         return self
 
     @property

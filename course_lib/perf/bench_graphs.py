@@ -183,9 +183,10 @@ def summary_table(reports: dict):
 
 
 def run(model_name="qwen3-0.6b", batches=BATCHES, context=512, steps=20, warmup=3, dtype=torch.bfloat16,
-        json_path=None, quick=False, fused=False, modes=tuple(MODES), log=print) -> dict:
-    """Every mode in ``modes`` on one random-weight model; ``fused`` switches on the Day 9 Triton
-    kernels (``LlamaModel.use_fused_kernels``) for all of them. Writes ``json_path`` after each mode."""
+        json_path=None, quick=False, fused=True, gemv=True, modes=tuple(MODES), log=print) -> dict:
+    """Every mode in ``modes`` on one random-weight model. ``fused``: the Triton kernels of Days 9 and
+    14 (``LlamaModel.use_fused_kernels(fused, gemv)``; on, as the engine runs by default on a GPU).
+    Writes ``json_path`` after each mode."""
     if not torch.cuda.is_available():
         raise RuntimeError("bench_graphs needs a CUDA GPU: graphs and launch overhead are GPU matters")
     from ..models.loader import load_model
@@ -194,10 +195,9 @@ def run(model_name="qwen3-0.6b", batches=BATCHES, context=512, steps=20, warmup=
     dev = torch.device("cuda")
     copy = copy_bandwidth()
     model = load_model(model_name, device=dev, dtype=dtype, random_weights=True)
-    if fused:
-        model.use_fused_kernels(True)
+    model.use_fused_kernels(fused, gemv)
     info = dict(name=model_name, dtype=str(dtype).removeprefix("torch."), random_weights=True,
-                fused_kernels=fused, params=sum(p.numel() for p in model.parameters()),
+                fused_kernels=fused, gemv=model.lm_head.gemv, params=sum(p.numel() for p in model.parameters()),
                 param_bytes=param_bytes(model), layers=model.cfg.num_layers, hidden=model.cfg.hidden_size)
     kvb = model.cfg.kv_bytes_per_token(torch.empty((), dtype=dtype).element_size())
     log(f"{device_name(dev)}: copy {copy['gb_per_s']:.0f} GB/s; {model_name} {info['param_bytes'] / 1e9:.2f} "
@@ -227,7 +227,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--context", type=int, default=512, help="prompt tokens per sequence")
     parser.add_argument("--steps", type=int, default=20, help="timed decode steps per batch size")
     parser.add_argument("--quick", action="store_true", help=f"batches {QUICK_BATCHES}, 5 steps (for tests)")
-    parser.add_argument("--fused", action="store_true", help="the Day 9 fused Triton kernels in the model")
+    parser.add_argument("--unfused", action="store_true",
+                        help="plain torch ops and cuBLAS instead of the fused Triton kernels (Days 9, 14)")
+    parser.add_argument("--no-gemv", action="store_true",
+                        help="cuBLAS instead of the Triton GEMV kernel at batch 1 (Day 14)")
     parser.add_argument("--modes", default=",".join(MODES), help=f"comma-separated, from {list(MODES)}")
     a = parser.parse_args(argv)
     if not torch.cuda.is_available():
@@ -240,7 +243,7 @@ def main(argv=None) -> dict:
     if not set(modes) <= set(MODES):
         raise SystemExit(f"--modes must be chosen from {list(MODES)}, got {a.modes!r}")
     report = run(a.model, batches, a.context, 5 if a.quick else a.steps, json_path=path, quick=a.quick,
-                 fused=a.fused, modes=modes)
+                 fused=not a.unfused, gemv=not a.no_gemv, modes=modes)
     acc = report["acceptance"]
     if acc["applies"]:
         print(f"acceptance: batch 1 with graphs at {acc['ratio_to_weight_floor']} x the weight floor "
