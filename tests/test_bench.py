@@ -261,3 +261,24 @@ def test_report_rewrites_only_its_section(tmp_path):
     readme.write_text("no markers\n")
     with pytest.raises(ValueError, match="perf-table:start"):
         run_report(results, readme, log=lambda *a: None)
+
+
+def test_warm_up_covers_block_table_widths_divisible_by_16_and_not(monkeypatch):
+    """Triton compiles one variant per divisibility of its integer arguments; the prefill kernel's
+    block-table stride is the step's longest table. The warm-up must see a width that is a multiple
+    of 16 (alone) and one that is not (with a second sequence), and fit a small engine."""
+    from course_lib.engine.llm import LLM
+    from course_lib.models.llama import LlamaModel
+    from course_lib.perf.bench import warm_up
+    seen = []
+    monkeypatch.setattr(LLM, "generate", lambda self, prompts, params: seen.append([len(p) for p in prompts]))
+    cfg = ModelConfig(vocab_size=50, hidden_size=16, intermediate_size=32, num_layers=1, num_heads=2,
+                      num_kv_heads=1, head_dim=8, max_position_embeddings=4096)
+    big = LLM(LlamaModel(cfg), block_size=16, num_kv_blocks=64, random_weights=True)
+    warm_up(big, [1, 2, 3])
+    assert seen == [[256], [287, 48]]
+    assert [-(-max(lens) // 16) % 16 == 0 for lens in seen] == [True, False]    # 16 blocks, 18 blocks
+    seen.clear()
+    small = LLM(LlamaModel(cfg), block_size=16, num_kv_blocks=64, max_model_len=100, random_weights=True)
+    warm_up(small, [1, 2, 3])
+    assert max(max(lens) for lens in seen) <= 98

@@ -54,12 +54,27 @@ def device_name(device: torch.device) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+def warm_up(llm, prompt: list[int]) -> None:
+    """Compile, before the clock starts, the kernel variants a run will need. Triton compiles one
+    variant per pattern of its integer arguments (divisible by 16 or not, equal to 1 or not), and
+    the prefill kernel's block-table row stride is the longest table of the step: a lone short prompt
+    leaves the variant that a step of many sequences needs to be compiled inside the timed run (a
+    ~1 s stall in the first prefill step on a fresh GPU machine). So: one prompt of 16 blocks alone,
+    then two prompts at once, the longer 18 blocks, each decoding one token."""
+    from ..config import SamplingParams
+    engine = llm.engine
+    bs, params = engine.cfg.block_size, SamplingParams(temperature=0, max_tokens=2, ignore_eos=True)
+    fits = min(engine.max_model_len - 2, engine.cfg.max_num_batched_tokens // 2)   # small test engines
+    long = (prompt * (18 * bs // len(prompt) + 1))[:min(18 * bs - 1, fits)]
+    for batch in ([long[:16 * bs]], [long, long[:3 * bs]]):
+        llm.generate(batch, params)
+
+
 def run_engine(model, workload: Workload, scheduler: str, **engine_kw) -> tuple[list[RequestTiming], float, dict]:
     from ..config import SamplingParams
     from ..engine.llm import LLM
     llm = LLM(model, scheduler=scheduler, **engine_kw)
-    warm = workload.requests[0]
-    llm.generate([warm.prompt_token_ids], SamplingParams(temperature=0, max_tokens=2, ignore_eos=True))
+    warm_up(llm, workload.requests[0].prompt_token_ids)
     llm.engine.step_log.clear()
     params = [SamplingParams(temperature=0, max_tokens=r.max_tokens, ignore_eos=True)
               for r in workload.requests]
