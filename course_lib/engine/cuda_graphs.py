@@ -44,7 +44,6 @@ class DecodeGraphs:
         dev = model.device
         self.model, self.cache, self.attention_fn = model, cache, attention_fn
         self.buckets = buckets_for(max_batch)
-        self.max_batch = max_batch
         scratch = cache.scratch_block
         self.scratch_slot = scratch * cache.block_size
         nbytes = (8 * len(_LONGS) + 4) * max_batch
@@ -61,6 +60,7 @@ class DecodeGraphs:
         # by the previous step may not have run yet when this one fills its set; the ones before
         # it have (the engine waited for that step's tokens).
         self.host_packed = [torch.zeros(nbytes, dtype=torch.uint8, pin_memory=True) for _ in range(2)]
+        self._host_views = [tuple(t.numpy() for t in _packed_views(h, max_batch)) for h in self.host_packed]
         self.host_tables = [torch.zeros(max_batch * max_blocks_per_seq, dtype=torch.int32,
                                         pin_memory=True) for _ in range(2)]
         self._turn = 0
@@ -104,9 +104,7 @@ class DecodeGraphs:
         b = self.bucket(B)
         width = max(len(t) for t in inp.tables)
         self._turn ^= 1
-        host = self.host_packed[self._turn]
-        (ids, positions, slots, fix_rows, fix_src), seq_lens = (
-            t.numpy() for t in _packed_views(host, self.max_batch))
+        (ids, positions, slots, fix_rows, fix_src), seq_lens = self._host_views[self._turn]
         ids[:B], positions[:B], slots[:B], seq_lens[:B] = inp.ids, inp.positions, inp.slots, inp.seq_lens
         # padding rows (B..b) write their K/V into the scratch slot and read one position of it
         ids[B:b], positions[B:b], slots[B:b], seq_lens[B:b] = 0, 0, self.scratch_slot, 1
@@ -116,7 +114,7 @@ class DecodeGraphs:
         tables[B:b, 0] = self.cache.scratch_block
         if fix is not None and not fix.in_place:
             fix_rows[:len(fix.rows)], fix_src[:len(fix.src)] = fix.rows, fix.src
-        self.packed.copy_(host, non_blocking=True)
+        self.packed.copy_(self.host_packed[self._turn], non_blocking=True)
         self.tables[:b, :width].copy_(staged, non_blocking=True)
         if fix is not None:
             n = len(fix.rows)

@@ -41,13 +41,12 @@ class TokenFix:
     def in_place(self) -> bool:
         """The steady state of decoding: the same sequences in the same rows as last step, so the
         fix-up is one plain device copy and no index needs uploading."""
-        n = len(self.rows)
-        return self.rows == self.src and self.rows[-1] == n - 1 and self.rows[0] == 0
+        return self.rows == self.src and self.rows[-1] == len(self.rows) - 1   # distinct, ascending
 
     def apply(self, ids: torch.Tensor, index: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
         """``index``: (rows, src) as long tensors already on ids' device, or None to upload them."""
         n = len(self.rows)
-        if self.in_place:                       # rows == src == 0..n-1 (rows are ascending)
+        if self.in_place:                       # rows == src == 0..n-1
             ids[:n].copy_(self.prev_tokens[:n])
             return
         if index is None:

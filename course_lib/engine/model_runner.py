@@ -49,11 +49,11 @@ class ModelRunner:
                  cuda_graphs: bool = False, max_batch: int = 1, max_model_len: int = 1):
         self.model, self.cache = model, cache
         self.device = model.device
-        if model.fused is None and triton_usable(self.device):   # Day 9 fused kernels: on by default
-            model.use_fused_kernels(True)                         # on a GPU, unless chosen already
         self.prefill_fn, self.decode_fn = attention_functions(backend, self.device)
         self.argmax = None                                        # torch's, unless Triton runs here
         if triton_usable(self.device):
+            if model.fused is None:                               # Day 9/14 kernels: on by default
+                model.use_fused_kernels(True)                     # on a GPU, unless chosen already
             from ..kernels.argmax import argmax
             self.argmax = argmax
         self.graphs = None

@@ -42,16 +42,12 @@ def matrices(cfg) -> dict[str, tuple[int, int]]:
 
 def per_call_ms(calls, reps: int = 20, rounds: int = 5) -> float:
     """Median over ``rounds`` of (time of ``reps`` replays of a graph holding every call) / calls."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for c in calls:                                    # warm-up: compile, pick cuBLAS kernels
-            c()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
+    from .bench_kernels import capture
+
+    def all_calls():
         for c in calls:
             c()
+    graph = capture(all_calls)
     start, end, times = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True), []
     for _ in range(rounds):
         start.record()

@@ -206,20 +206,27 @@ def rel_err(got, ref) -> float:
 
 
 # ---- timing (CUDA) -----------------------------------------------------------------------------
+def capture(fn) -> "torch.cuda.CUDAGraph":
+    """``fn`` run once on a side stream (warm-up: compile, pick kernels, size allocations), then
+    captured in a CUDA graph, ready to replay."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return graph
+
+
 def replay_ms(fn, reps: int = 30) -> float:
     """Median ms of ``fn`` captured once in a CUDA graph and replayed, L2 flushed before each replay:
     device time of the kernels alone, with data coming from HBM rather than a warm L2."""
     global _flush
     if _flush is None:
         _flush = torch.empty(FLUSH_BYTES // 4, device="cuda", dtype=torch.int32)
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        fn()                                       # warm-up: compile, pick kernels, size allocations
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
+    graph = capture(fn)
     events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
               for _ in range(reps)]
     for start, end in events:
