@@ -2,16 +2,58 @@
 the value it got and what is allowed, so a learner's typo fails at the line that made it."""
 from __future__ import annotations
 
+import functools
 import math
 import numbers
+import reprlib
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
+
+
+_REPR = reprlib.Repr()
+_REPR.maxstring, _REPR.maxother, _REPR.maxlong, _REPR.maxlist, _REPR.maxdict = 60, 60, 60, 8, 4
+
+
+def show(value: Any) -> str:
+    """``repr(value)``, shortened: a message must stay one readable line whatever a user passed."""
+    return _REPR.repr(value)
 
 
 def check(ok: bool, field_name: str, value: Any, allowed: str) -> None:
     """Raise ``ValueError("<field> must be <allowed>, got <value>")`` unless ``ok``."""
     if not ok:
-        raise ValueError(f"{field_name} must be {allowed}, got {value!r}")
+        raise ValueError(f"{field_name} must be {allowed}, got {show(value)}")
+
+
+def _wrong_type(field_name: str, value: Any, allowed: str) -> TypeError:
+    return TypeError(f"{field_name} must be {allowed}, got {show(value)} of type {type(value).__name__}")
+
+
+def check_int(value: Any, field_name: str, allowed: str) -> int:
+    """``value`` as a plain int, else ``TypeError`` naming the field. A bool is not an integer here
+    (``n=True`` is a typo, not a count); numpy integers are accepted."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise _wrong_type(field_name, value, allowed)
+    return int(value)
+
+
+def check_real(value: Any, field_name: str, allowed: str) -> float:
+    """``value`` as a float, else ``TypeError`` naming the field (bools and strings are not numbers
+    here); ``ValueError`` for an int too large for a float."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise _wrong_type(field_name, value, allowed)
+    try:
+        return float(value)
+    except OverflowError:
+        raise ValueError(f"{field_name} must be {allowed}, got {show(value)} (too large for a float)") from None
+
+
+def check_bool(value: Any, field_name: str) -> bool:
+    """``value`` if it is a bool, else ``TypeError`` (``ignore_eos="no"`` would be truthy)."""
+    if not isinstance(value, bool):
+        raise _wrong_type(field_name, value, "True or False")
+    return value
 
 
 def check_prompt_ids(ids, vocab_size: int) -> list[int]:
@@ -80,41 +122,81 @@ class ModelConfig:
         return 2 * self.num_layers * self.num_kv_heads * self.head_dim * dtype_bytes
 
     @classmethod
-    def from_hf(cls, cfg: dict) -> "ModelConfig":
-        """Read a Hugging Face ``config.json`` dict (transformers 4 or 5 field names)."""
+    def from_hf(cls, cfg: dict, source: str = "config.json") -> "ModelConfig":
+        """Read a Hugging Face ``config.json`` dict (transformers 4 or 5 field names).
+
+        A missing or mistyped field raises ``ValueError`` naming the field, ``source`` (the file, when
+        the loader read one) and the model_type, rather than a KeyError from the middle of this method.
+        """
+        if not isinstance(cfg, dict):
+            raise ValueError(f"{source} must hold a JSON object, got {show(cfg)}")
         mt = cfg.get("model_type", "llama")
-        if mt not in SUPPORTED_MODEL_TYPES:
-            raise ValueError(f"model_type must be one of {sorted(SUPPORTED_MODEL_TYPES)}, got {mt!r}")
-        heads = cfg["num_attention_heads"]
+        if not isinstance(mt, str) or mt not in SUPPORTED_MODEL_TYPES:
+            raise ValueError(f"model_type must be one of {sorted(SUPPORTED_MODEL_TYPES)}, got {show(mt)} "
+                             f"(in {source})")
+        where = f"{source} (model_type {mt!r})"
+        get = functools.partial(_hf_field, cfg, where)
+        heads = get("num_attention_heads", int)
+        hidden = get("hidden_size", int)
+        check(heads >= 1, f"num_attention_heads in {where}", heads, "a positive integer")
         # transformers 5 moved rope_theta and the scaling dict into one `rope_parameters` dict.
-        rope = dict(cfg.get("rope_parameters") or cfg.get("rope_scaling") or {})
-        theta = rope.pop("rope_theta", None) or cfg.get("rope_theta", 10000.0)
+        rope = dict(get("rope_parameters", dict, None) or get("rope_scaling", dict, None) or {})
+        theta = rope.pop("rope_theta", None)
+        theta = float(get("rope_theta", float, 10000.0) if theta is None else
+                      _hf_field(dict(rope_theta=theta), f"rope_parameters of {where}", "rope_theta", float))
         rope_type = rope.get("rope_type", rope.get("type", "default"))
-        eos = cfg.get("eos_token_id")
+        eos = get("eos_token_id", (int, list), None)
         eos = () if eos is None else tuple(eos) if isinstance(eos, list) else (eos,)
-        return cls(
-            vocab_size=cfg["vocab_size"],
-            hidden_size=cfg["hidden_size"],
-            intermediate_size=cfg["intermediate_size"],
-            num_layers=cfg["num_hidden_layers"],
+        if not all(type(t) is int for t in eos):
+            raise ValueError(f"eos_token_id in {where} must be an integer or a list of integers, "
+                             f"got {show(cfg['eos_token_id'])}")
+        attention_bias = get("attention_bias", bool, False)
+        fields = dict(
+            vocab_size=get("vocab_size", int),
+            hidden_size=hidden,
+            intermediate_size=get("intermediate_size", int),
+            num_layers=get("num_hidden_layers", int),
             num_heads=heads,
-            num_kv_heads=cfg.get("num_key_value_heads") or heads,
-            head_dim=cfg.get("head_dim") or cfg["hidden_size"] // heads,
-            max_position_embeddings=cfg.get("max_position_embeddings", 2048),
-            rms_norm_eps=cfg.get("rms_norm_eps", 1e-6),
-            rope_theta=float(theta),
+            num_kv_heads=get("num_key_value_heads", int, heads),
+            head_dim=get("head_dim", int, None) or hidden // heads,
+            max_position_embeddings=get("max_position_embeddings", int, 2048),
+            rms_norm_eps=float(get("rms_norm_eps", float, 1e-6)),
+            rope_theta=theta,
             rope_scaling=rope if rope_type != "default" else None,
-            tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+            tie_word_embeddings=get("tie_word_embeddings", bool, False),
             # Qwen2 always has q/k/v biases; Llama has an optional bias on all four projections.
-            qkv_bias=mt == "qwen2" or bool(cfg.get("attention_bias", False)),
-            o_bias=mt != "qwen2" and bool(cfg.get("attention_bias", False)),
-            mlp_bias=bool(cfg.get("mlp_bias", False)),
+            qkv_bias=mt == "qwen2" or attention_bias,
+            o_bias=mt != "qwen2" and attention_bias,
+            mlp_bias=get("mlp_bias", bool, False),
             qk_norm=mt == "qwen3",
             model_type=mt,
-            bos_token_id=cfg.get("bos_token_id"),
+            bos_token_id=get("bos_token_id", int, None),
             eos_token_ids=eos,
         )
+        try:
+            return cls(**fields)
+        except ValueError as e:          # ModelConfig's own checks (a divisor, an even head_dim, ...)
+            raise ValueError(f"{e} (from {where})") from None
 
+
+_REQUIRED = object()
+_HF_KINDS = {int: "an integer", float: "a number", bool: "true or false", dict: "a JSON object",
+             (int, list): "an integer or a list of integers"}
+
+
+def _hf_field(cfg: dict, where: str, key: str, kind, default=_REQUIRED):
+    """``cfg[key]`` checked against ``kind`` (JSON null counts as absent); ``default`` if absent."""
+    value = cfg.get(key)
+    if value is None:
+        if default is _REQUIRED:
+            raise ValueError(f"{where} is missing {key!r}, which is required ({_HF_KINDS[kind]})")
+        return default
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if float in kinds:
+        kinds += (int,)
+    if isinstance(value, bool) != (bool in kinds) or not isinstance(value, kinds):
+        raise ValueError(f"{key} in {where} must be {_HF_KINDS[kind]}, got {show(value)}")
+    return value
 
 SUPPORTED_MODEL_TYPES = {"llama", "qwen2", "qwen3"}
 
@@ -123,8 +205,15 @@ SUPPORTED_MODEL_TYPES = {"llama", "qwen2", "qwen3"}
 class SamplingParams:
     """How to pick each next token, per request (mirrors ``vllm.SamplingParams``).
 
-    temperature 0 means greedy. ``top_k=-1`` and ``top_p=1`` switch those filters off. ``seed`` makes
-    one request's samples reproducible whatever else shares its batch.
+    temperature 0 means greedy. ``top_k=-1`` (or 0) and ``top_p=1`` switch those filters off. ``seed``
+    makes one request's samples reproducible whatever else shares its batch. ``logprobs``: truthy
+    returns the chosen token's log-probability.
+
+    Every field is checked here, before a request can reach the engine: ``TypeError`` for a wrong
+    type (a bool is not a number here, a string is not a number), ``ValueError`` for a value out of
+    range, the message naming the field, the value and what is allowed. Numbers are stored as plain
+    ``int``/``float``, ``stop_token_ids`` as a list. Token ids are checked against the vocabulary by
+    :meth:`check_vocab`, which the engine calls once it knows the model.
     """
     n: int = 1
     temperature: float = 1.0
@@ -135,53 +224,140 @@ class SamplingParams:
     ignore_eos: bool = False
     stop_token_ids: list[int] = field(default_factory=list)
     seed: int | None = None
-    logprobs: bool = False
+    logprobs: bool | int | None = False
 
     def __post_init__(self):
-        check(isinstance(self.n, int) and self.n >= 1, "n", self.n, "an integer >= 1")
-        t = self.temperature
-        check(isinstance(t, (int, float)) and not math.isnan(t) and t >= 0, "temperature", t,
-              "a number >= 0 (0 means greedy)")
+        self.n = check_int(self.n, "n", "an integer >= 1")
+        check(self.n >= 1, "n", self.n, "an integer >= 1")
+        self.temperature = self._check_temperature(self.temperature)
+        self.top_p = check_real(self.top_p, "top_p", "a number in (0, 1]")
         check(0 < self.top_p <= 1, "top_p", self.top_p, "in (0, 1]")
-        check(isinstance(self.top_k, int) and (self.top_k == -1 or self.top_k >= 1), "top_k",
-              self.top_k, "-1 (disabled) or an integer >= 1")
+        self.top_k = check_int(self.top_k, "top_k", "an integer (-1 disables)")
+        self.top_k = -1 if self.top_k == 0 else self.top_k      # vLLM accepts both for "off"
+        # Above the vocabulary means "no filter"; the cap only keeps the sampler's int64 tensor safe.
+        check(self.top_k == -1 or 1 <= self.top_k <= MAX_TOP_K, "top_k", self.top_k,
+              f"-1 (disabled) or an integer >= 1 (at most {MAX_TOP_K}; 0 also disables)")
+        self.min_p = check_real(self.min_p, "min_p", "a number in [0, 1]")
         check(0 <= self.min_p <= 1, "min_p", self.min_p, "in [0, 1]")
-        check(isinstance(self.max_tokens, int) and self.max_tokens >= 1, "max_tokens",
-              self.max_tokens, "an integer >= 1")
+        self.max_tokens = check_int(self.max_tokens, "max_tokens", "an integer >= 1")
+        check(self.max_tokens >= 1, "max_tokens", self.max_tokens, "an integer >= 1")
+        check_bool(self.ignore_eos, "ignore_eos")
+        self.stop_token_ids = self._check_stop_token_ids(self.stop_token_ids)
+        if self.seed is not None:     # torch.Generator.manual_seed takes 64 bits
+            self.seed = check_int(self.seed, "seed", "None or an integer in [0, 2**64 - 1]")
+            check(0 <= self.seed <= MAX_SEED, "seed", self.seed, "None or an integer in [0, 2**64 - 1]")
+        if self.logprobs is not None and not isinstance(self.logprobs, bool):
+            allowed = "None, True/False or an integer >= 0"
+            self.logprobs = check_int(self.logprobs, "logprobs", allowed)
+            check(self.logprobs >= 0, "logprobs", self.logprobs, allowed)
+
+    @staticmethod
+    def _check_temperature(t) -> float:
+        allowed = "a number >= 0 (0 means greedy)"
+        t = check_real(t, "temperature", allowed)
+        check(t >= 0, "temperature", t, allowed)                  # nan fails here too
+        check(math.isfinite(t), "temperature", t, allowed + " and finite")
+        if 0 < t < MIN_TEMPERATURE:
+            # logits / 1e-39 overflow to inf and softmax gives NaN; vLLM raises such values the same way.
+            warnings.warn(f"temperature={t!r} is below {MIN_TEMPERATURE}, which gives inf/NaN "
+                          f"probabilities; using temperature={MIN_TEMPERATURE} (0 means greedy)",
+                          stacklevel=4)
+            t = MIN_TEMPERATURE
+        return t
+
+    @staticmethod
+    def _check_stop_token_ids(ids) -> list[int]:
+        allowed = "None or a list of token ids (integers >= 0)"
+        if ids is None:
+            return []
+        if not isinstance(ids, (list, tuple)):
+            raise _wrong_type("stop_token_ids", ids, allowed)
+        for t in ids:
+            if isinstance(t, bool) or not isinstance(t, numbers.Integral):
+                raise TypeError(f"stop_token_ids must be {allowed}, got {show(ids)} "
+                                f"(element {show(t)} of type {type(t).__name__})")
+        check(all(t >= 0 for t in ids), "stop_token_ids", ids, allowed)
+        return [int(t) for t in ids]
+
+    def check_vocab(self, vocab_size: int) -> None:
+        """Token ids against the model's vocabulary: ``ValueError`` naming the field. The engine calls
+        this when a request arrives (SamplingParams alone cannot know the vocabulary)."""
+        bad = [t for t in self.stop_token_ids if t >= vocab_size]
+        if bad:
+            raise ValueError(f"stop_token_ids must be token ids in [0, {vocab_size}), got {show(bad)}")
 
     @property
     def greedy(self) -> bool:
         return self.temperature == 0
 
 
+MIN_TEMPERATURE = 1e-2      # vLLM's _MAX_TEMP: smaller positive temperatures are raised to it
+MAX_TOP_K = 2**31 - 1
+MAX_SEED = 2**64 - 1
+
+
 @dataclass
 class EngineConfig:
-    """Knobs of the serving engine (Days 4-5). Every optimisation can be switched off here."""
+    """Knobs of the serving engine (vLLM's names). Every optimisation can be switched off here.
+
+    The token budget ``max_num_batched_tokens`` bounds the tokens one step computes; with
+    ``enable_chunked_prefill`` a prompt longer than what is left of it runs over several steps
+    (Day 13), without it a prompt must fit one step. ``preemption_mode`` says what happens to a
+    sequence pushed out when KV blocks run out (Day 12): "recompute" drops its KV and computes it
+    again later, "swap" copies its blocks to ``swap_space`` GiB of host memory and back.
+    """
     scheduler: str = "continuous"
     max_num_seqs: int = 32
     max_num_batched_tokens: int = 4096
+    enable_chunked_prefill: bool = True
     block_size: int = 16
     num_kv_blocks: int | None = None
     kv_memory_gb: float | None = None
+    preemption_mode: str = "recompute"
+    swap_space: float = 4.0           # GiB of host memory for swapped-out blocks (only with "swap")
+    watermark: float = 0.01           # fraction of blocks kept free when admitting, for decodes
     attention_backend: str = "auto"
     cuda_graphs: bool = True          # replay captured decode steps on CUDA (no effect on CPU)
     # Launch step t+1 before reading step t's tokens back, so the host's scheduling overlaps the GPU's
     # work (Day 14). None: on for CUDA, off on CPU (where nothing runs asynchronously anyway).
     async_scheduling: bool | None = None
+    step_log_size: int = 100_000      # steps kept in LLMEngine.step_log (oldest dropped); 0 keeps none
 
     def __post_init__(self):
         check(self.scheduler in SCHEDULERS, "scheduler", self.scheduler, f"one of {SCHEDULERS}")
-        check(self.max_num_seqs >= 1, "max_num_seqs", self.max_num_seqs, "an integer >= 1")
-        check(self.max_num_batched_tokens >= 1, "max_num_batched_tokens",
-              self.max_num_batched_tokens, "an integer >= 1")
-        check(self.block_size >= 1, "block_size", self.block_size, "an integer >= 1")
-        check(self.num_kv_blocks is None or self.num_kv_blocks >= 1, "num_kv_blocks",
-              self.num_kv_blocks, "None (size from kv_memory_gb) or an integer >= 1")
-        check(self.kv_memory_gb is None or self.kv_memory_gb > 0, "kv_memory_gb", self.kv_memory_gb,
-              "None or a positive number of GiB")
+        for name in ("max_num_seqs", "max_num_batched_tokens", "block_size"):
+            check(is_int(getattr(self, name)) and getattr(self, name) >= 1, name, getattr(self, name),
+                  "an integer >= 1")
+        check(self.num_kv_blocks is None or (is_int(self.num_kv_blocks) and self.num_kv_blocks >= 1),
+              "num_kv_blocks", self.num_kv_blocks, "None (size from kv_memory_gb) or an integer >= 1")
+        check(self.kv_memory_gb is None or (is_real(self.kv_memory_gb) and 0 < self.kv_memory_gb < math.inf),
+              "kv_memory_gb", self.kv_memory_gb, "None or a positive number of GiB")
+        check(self.preemption_mode in PREEMPTION_MODES, "preemption_mode", self.preemption_mode,
+              f"one of {PREEMPTION_MODES}")
+        check(is_real(self.swap_space) and 0 <= self.swap_space < math.inf, "swap_space",
+              self.swap_space, "a number of GiB >= 0")
+        check(is_real(self.watermark) and 0 <= self.watermark < 1, "watermark", self.watermark,
+              "a fraction in [0, 1)")
         check(self.attention_backend in ATTENTION_BACKENDS, "attention_backend",
               self.attention_backend, f"one of {ATTENTION_BACKENDS}")
+        for name in ("enable_chunked_prefill", "cuda_graphs"):
+            check(type(getattr(self, name)) is bool, name, getattr(self, name), "True or False")
+        check(self.async_scheduling is None or type(self.async_scheduling) is bool, "async_scheduling",
+              self.async_scheduling, "None (auto), True or False")
+        check(is_int(self.step_log_size) and self.step_log_size >= 0, "step_log_size",
+              self.step_log_size, "an integer >= 0")
+
+
+def is_int(x) -> bool:
+    """An integer, and not a bool (True is an int to Python, never a size to us)."""
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+
+def is_real(x) -> bool:
+    """A real number, not a bool and not NaN."""
+    return isinstance(x, numbers.Real) and not isinstance(x, bool) and not math.isnan(x)
 
 
 SCHEDULERS = ("continuous", "static")
+PREEMPTION_MODES = ("recompute", "swap")
 ATTENTION_BACKENDS = ("auto", "torch", "triton")

@@ -47,13 +47,17 @@ MIN_MARGIN = 1e-3           # HF's top-1 minus top-2 logit at every greedy step 
 
 
 def assert_drained(engine: LLMEngine) -> None:
-    """Nothing left behind: every block free with a zero count, no request or sequence queued."""
-    bm = engine.block_manager
-    assert bm.num_free_blocks == bm.num_blocks
-    assert sorted(bm.free_blocks) == list(range(bm.num_blocks))
-    assert all(c == 0 for c in bm.ref_counts), "a free block still has references"
-    assert engine.requests == {}
-    assert not engine.scheduler.waiting and not engine.scheduler.running
+    """Nothing left behind: every block free with a zero count (device and host pools), no request
+    or sequence queued, nothing owned by any sequence."""
+    kv = engine.kv_manager
+    for pool in filter(None, (kv.pool, kv.swap_pool)):
+        assert pool.num_free_blocks == pool.num_blocks
+        assert sorted(pool.free_block_ids()) == list(range(pool.num_blocks))
+        assert all(b.ref_cnt == 0 for b in pool.blocks), "a free block still has references"
+    assert kv.tables == {} and kv.swapped == {}
+    assert engine.requests == {} and engine.scheduler.live == {}
+    s = engine.scheduler
+    assert not s.waiting and not s.running and not s.swapped
     assert not engine.has_unfinished_requests()
 
 
@@ -207,7 +211,7 @@ def test_abort_waiting_running_and_preempted_requests(tiny, async_scheduling):
     seqs = {}
     for rid, ids in prompts.items():
         engine.add_request(ids, greedy, request_id=rid)
-        seqs[rid] = engine.requests[rid][0]
+        seqs[rid] = engine.requests[rid].seqs[0]
     refs = {rid: alone(tiny, ids, 16) for rid, ids in prompts.items()}
     engine.step()
     aborted = {}
@@ -215,11 +219,12 @@ def test_abort_waiting_running_and_preempted_requests(tiny, async_scheduling):
     def abort(rid, expect_status):
         seq = seqs[rid]
         assert seq.status is expect_status
-        free_before, held = engine.block_manager.num_free_blocks, len(seq.block_table)
+        kv = engine.kv_manager
+        free_before, held = kv.num_free_blocks, len(kv.block_ids(seq.seq_id))
         out = engine.abort_request(rid)
         assert out.finished and out.request_id == rid
         assert [c.finish_reason for c in out.outputs] == ["abort"]
-        assert engine.block_manager.num_free_blocks == free_before + held
+        assert kv.num_free_blocks == free_before + held
         assert seq not in engine.scheduler.waiting and seq not in engine.scheduler.running
         assert rid not in engine.requests
         assert engine.abort_request(rid) is None          # already gone
@@ -238,11 +243,12 @@ def test_abort_waiting_running_and_preempted_requests(tiny, async_scheduling):
             break
     else:
         pytest.fail("no request was preempted: the pool is too large for this test")
-    assert seqs[preempted[0]].output_token_ids and not seqs[preempted[0]].block_table
+    assert seqs[preempted[0]].output_token_ids
+    assert not engine.kv_manager.block_ids(seqs[preempted[0]].seq_id)
     abort(preempted[0], SequenceStatus.WAITING)
     # running, with blocks in the cache
     running = next(r for r, s in seqs.items() if s.status is SequenceStatus.RUNNING)
-    assert seqs[running].block_table
+    assert engine.kv_manager.block_ids(seqs[running].seq_id)
     abort(running, SequenceStatus.RUNNING)
 
     outs = run_to_end(engine)
@@ -259,19 +265,21 @@ def test_abort_waiting_running_and_preempted_requests(tiny, async_scheduling):
 # -- rejection
 
 def engine_state(engine):
-    bm, s = engine.block_manager, engine.scheduler
-    return (len(s.waiting), len(s.running), [q.seq_id for q in s.waiting], list(bm.free_blocks),
-            list(bm.ref_counts), sorted(engine.requests))
+    kv, s = engine.kv_manager, engine.scheduler
+    return (len(s.waiting), len(s.running), [q.seq_id for q in s.waiting], kv.pool.free_block_ids(),
+            [b.ref_cnt for b in kv.pool.blocks], sorted(engine.requests), sorted(s.live))
 
 
-@pytest.mark.parametrize("prompt_len, max_tokens, field", [
-    (10, 23, "num_kv_blocks"),              # 33 tokens > 8 blocks * 4 slots (but <= max_model_len 40)
-    (10, 31, "max_model_len"),              # 41 > 40
-    (21, 1, "max_num_batched_tokens"),      # the prompt alone exceeds the per-step token budget
+@pytest.mark.parametrize("prompt_len, max_tokens, field, chunked", [
+    (10, 23, "num_kv_blocks", True),        # 33 tokens > 8 blocks * 4 slots (but <= max_model_len 40)
+    (10, 31, "max_model_len", True),        # 41 > 40
+    # unchunked, a prompt must fit one step's token budget (chunked, it runs: the next test)
+    (21, 1, "max_num_batched_tokens", False),
 ])
 def test_request_that_can_never_run_is_rejected_and_the_queue_is_untouched(tiny, prompt_len,
-                                                                           max_tokens, field):
-    engine = tiny_engine(tiny, num_kv_blocks=8, max_num_batched_tokens=20, max_model_len=40)
+                                                                           max_tokens, field, chunked):
+    engine = tiny_engine(tiny, num_kv_blocks=8, max_num_batched_tokens=20, max_model_len=40,
+                         enable_chunked_prefill=chunked)
     greedy = SamplingParams(temperature=0, max_tokens=5)
     good = {engine.add_request(prompt_ids(n, seed=n), greedy): prompt_ids(n, seed=n) for n in (6, 8)}
     engine.step()                                           # two running
@@ -287,6 +295,15 @@ def test_request_that_can_never_run_is_rejected_and_the_queue_is_untouched(tiny,
     assert_drained(engine)
 
 
+def test_prompt_longer_than_the_token_budget_runs_in_chunks(tiny):
+    engine = tiny_engine(tiny, num_kv_blocks=8, max_num_batched_tokens=20, max_model_len=40)
+    engine.add_request(prompt_ids(27, seed=3), SamplingParams(temperature=0, max_tokens=4))
+    out = run_to_end(engine)["0"]
+    assert out.outputs[0].token_ids == alone(tiny, prompt_ids(27, seed=3), 4)
+    assert [r.num_tokens for r in engine.step_log] == [20, 7, 1, 1, 1]   # 27 = a chunk of 20 + 7
+    assert_drained(engine)
+
+
 def test_requests_exactly_at_the_limits_are_accepted_and_run(tiny):
     engine = tiny_engine(tiny, num_kv_blocks=8, max_num_batched_tokens=20, max_model_len=32)
     engine.add_request(prompt_ids(20, seed=1), SamplingParams(temperature=0, max_tokens=12))  # 32 = all
@@ -298,7 +315,8 @@ def test_preempted_sequence_longer_than_the_token_budget_still_finishes(tiny):
     # A preempted sequence is recomputed as one prefill of prompt + outputs so far. If that can exceed
     # max_num_batched_tokens, the request must be refused up front, or admitted anyway: never left
     # waiting forever with nothing running.
-    engine = tiny_engine(tiny, block_size=2, num_kv_blocks=14, max_num_batched_tokens=8)
+    engine = tiny_engine(tiny, block_size=2, num_kv_blocks=14, max_num_batched_tokens=8,
+                         enable_chunked_prefill=False)
     try:
         for seed in (1, 2):
             engine.add_request(prompt_ids(6, seed), SamplingParams(temperature=0, max_tokens=20))
@@ -472,3 +490,27 @@ def test_one_bad_text_prompt_rejects_the_whole_call(smol):
             llm.generate(bad, SamplingParams(max_tokens=4))
         assert_drained(llm.engine)
         assert llm.engine.step_log == []
+
+
+def test_swap_copies_happen_in_a_step_that_schedules_nothing():
+    """Under async scheduling a step can schedule no sequence (every token in flight) while it swaps
+    blocks out: those copies must still run (found by the Day 12 notebook's fuzzing)."""
+    import random
+    cfg = ModelConfig(vocab_size=512, hidden_size=64, intermediate_size=128, num_layers=2, num_heads=2,
+                      num_kv_heads=1, head_dim=32, max_position_embeddings=512)
+    m = LlamaModel(cfg)
+    init_random_(m, seed=0)
+    m.eval()
+    rng = random.Random(0)
+    prompts = [[rng.randrange(512) for _ in range(n)] for n in [49, 56, 49, 9, 47, 25, 41]]
+    params = [SamplingParams(temperature=0, max_tokens=t, ignore_eos=True) for t in [4, 8, 18, 14, 18, 10, 26]]
+    kw = dict(attention_backend="torch", block_size=4, num_kv_blocks=20, preemption_mode="swap",
+              max_num_batched_tokens=16, max_num_seqs=4)
+    ref = [o.outputs[0].token_ids for o in LLM(m, attention_backend="torch", block_size=4, num_kv_blocks=200)
+           .generate(prompts, params, use_tqdm=False)]
+    for async_scheduling in (False, True):
+        llm = LLM(m, async_scheduling=async_scheduling, **kw)
+        got = [o.outputs[0].token_ids for o in llm.generate(prompts, params, use_tqdm=False)]
+        assert got == ref, f"async_scheduling={async_scheduling}"
+        assert max(r.num_swapped for r in llm.engine.step_log) > 0
+        assert_drained(llm.engine)

@@ -50,13 +50,16 @@ def test_greedy_logprobs_match_hf(hf_cfg, device, dtype, tol, backends):
     gen = torch.Generator().manual_seed(1)
     prompts = [torch.randint(0, 500, (n,), generator=gen).tolist() for n in (5, 17, 33, 64)]
     params = SamplingParams(temperature=0, max_tokens=32, ignore_eos=True, logprobs=True)
-    runs = [(b, graphs) for b in backends for graphs in ((True, False) if device == "cuda" else (False,))]
+    # (backend, graphs, token budget): a budget of 16 chunks the prompts, so most steps mix prompt
+    # chunks with decodes (on a GPU with graphs: the mixed-step graphs of engine/cuda_graphs.py)
+    runs = [(b, graphs, budget) for b in backends
+            for graphs in ((True, False) if device == "cuda" else (False,)) for budget in (4096, 16)]
     outputs = {}
-    for backend, graphs in runs:
+    for backend, graphs, budget in runs:
         llm = LLM(ours, scheduler="continuous", block_size=16, num_kv_blocks=64,
-                  attention_backend=backend, cuda_graphs=graphs)
-        outs = llm.generate(prompts, params)
-        outputs[backend, graphs] = [o.outputs[0].token_ids for o in outs]
+                  attention_backend=backend, cuda_graphs=graphs, max_num_batched_tokens=budget)
+        outs = llm.generate(prompts, params, use_tqdm=False)
+        outputs[backend, graphs, budget] = [o.outputs[0].token_ids for o in outs]
         for prompt, out in zip(prompts, outs):
             tokens, ours_lp = out.outputs[0].token_ids, torch.tensor(out.outputs[0].logprobs)
             full = torch.tensor([prompt + tokens], device=device)
@@ -66,6 +69,9 @@ def test_greedy_logprobs_match_hf(hf_cfg, device, dtype, tol, backends):
             assert (hf_tok_lp - ours_lp).abs().max() < tol, (backend, hf_tok_lp - ours_lp)
             # each engine token is HF's greedy choice, up to the tolerance (ties in bf16)
             assert (hf_lp.max(-1).values.cpu() - hf_tok_lp).max() < tol, backend
-        assert llm.engine.block_manager.num_free_blocks == 64
+        assert llm.engine.kv_manager.num_free_blocks == 64
+        if budget == 16:
+            assert max(r.num_tokens for r in llm.engine.step_log) <= 16
+            assert sum(r.is_prefill and len(r.seq_ids) > 1 for r in llm.engine.step_log) > 0, "no mixed step"
     if device == "cuda":   # replaying captured graphs computes exactly what eager launches compute
-        assert outputs["triton", True] == outputs["triton", False]
+        assert outputs["triton", True, 4096] == outputs["triton", False, 4096]

@@ -8,7 +8,7 @@
 """
 import itertools
 import math
-from collections import deque
+from collections import OrderedDict
 
 import pytest
 import torch
@@ -16,7 +16,7 @@ import torch
 from course_lib.config import EngineConfig, ModelConfig, SamplingParams
 from course_lib.engine import model_runner
 from course_lib.engine.llm_engine import LLMEngine
-from course_lib.kv.block_manager import BlockManager
+from course_lib.kv.kv_cache_manager import KVCacheManager
 from course_lib.kv.contiguous import ContiguousKVCache
 from course_lib.kv.paged import (PagedAttentionContext, PagedKVCache, paged_attention_ref,
                                  paged_decode_torch)
@@ -178,17 +178,19 @@ def test_contiguous_cache_matches_no_cache(model):
     torch.testing.assert_close(torch.cat(chunks, dim=1), ref, atol=ATOL, rtol=RTOL)
 
 
-def paged_step(model, cache, bm, batch, attention_fn):
+def paged_step(model, cache, kv, batch, attention_fn):
     """One forward pass over paged KV built by hand from block tables.
 
-    ``batch``: (block_table, token ids, start, end) per sequence: compute positions start..end-1,
+    ``batch``: (sequence name, token ids, start, end) per sequence: compute positions start..end-1,
     attending to 0..end-1. Returns the logits of every computed position, (N, vocab)."""
     ids, positions, slots, seq_lens, starts = [], [], [], [], [0]
+    bs = kv.block_size
+    batch = [(kv.block_ids(name), seq, start, end) for name, seq, start, end in batch
+             if kv.allocate_slots(name, end) is not None]
     for table, seq, start, end in batch:
-        bm.grow(table, end)
         ids += seq[start:end]
         positions += range(start, end)
-        slots += [bm.slot(table, p) for p in range(start, end)]
+        slots += [table[p // bs] * bs + p % bs for p in range(start, end)]
         seq_lens.append(end)
         starts.append(starts[-1] + end - start)
     width = max(len(t) for t, *_ in batch)
@@ -208,16 +210,15 @@ def test_paged_context_prefill_and_decode_match_no_cache(model):
     gen = torch.Generator().manual_seed(0)
     block_size, num_blocks = 4, 40
     cache = PagedKVCache(model.cfg, num_blocks, block_size)
-    bm = BlockManager(num_blocks, block_size)
-    bm.free_blocks = deque(torch.randperm(num_blocks, generator=gen).tolist())   # non-contiguous tables
+    kv = KVCacheManager(num_blocks, block_size)
+    kv.pool.free_queue = OrderedDict.fromkeys(torch.randperm(num_blocks, generator=gen).tolist())
     seqs = {name: torch.randint(0, 97, (n,), generator=gen).tolist()
             for name, n in (("A", 20), ("B", 22), ("C", 19))}
     refs = {name: uncached_logits(model, ids) for name, ids in seqs.items()}
-    tables = {name: [] for name in seqs}
     done = {name: 0 for name in seqs}             # positions whose K/V are in the cache
 
     def step(plan, attention_fn):
-        logits = paged_step(model, cache, bm, [(tables[n], seqs[n], done[n], done[n] + q)
+        logits = paged_step(model, cache, kv, [(n, seqs[n], done[n], done[n] + q)
                                                for n, q in plan], attention_fn)
         row = 0
         for name, q in plan:
@@ -235,7 +236,8 @@ def test_paged_context_prefill_and_decode_match_no_cache(model):
     for _ in range(4):
         step([("A", 1), ("B", 1), ("C", 1)], paged_decode_torch)
     assert done == {"A": 15, "B": 18, "C": 19}
-    assert any(t != list(range(t[0], t[0] + len(t))) for t in tables.values()), \
+    tables = [kv.block_ids(n) for n in seqs]
+    assert any(t != list(range(t[0], t[0] + len(t))) for t in tables), \
         "the block tables should be non-contiguous"
 
 
@@ -252,12 +254,12 @@ def test_engine_step_logits_match_no_cache(model, monkeypatch):
     engine = LLMEngine(model, None, EngineConfig(block_size=4, num_kv_blocks=14, max_num_seqs=4,
                                                  attention_backend="torch"))
     gen = torch.Generator().manual_seed(1)
-    engine.block_manager.free_blocks = deque(torch.randperm(14, generator=gen).tolist())
+    engine.kv_manager.pool.free_queue = OrderedDict.fromkeys(torch.randperm(14, generator=gen).tolist())
     seqs = []
     for n in (3, 17, 8, 12):
         prompt = torch.randint(0, 97, (n,), generator=gen).tolist()
         rid = engine.add_request(prompt, SamplingParams(temperature=0, max_tokens=14))
-        seqs += engine.requests[rid]
+        seqs += engine.requests[rid].seqs
     while engine.has_unfinished_requests():
         engine.step()
     assert sum(r.num_preempted for r in engine.step_log) > 0, "the pool should force preemption"
@@ -283,7 +285,7 @@ def test_engine_paged_logprobs_match_no_cache(model):
         engine.add_request(p, params)
     outs = []
     while engine.has_unfinished_requests():
-        outs += engine.step()
+        outs += [o for o in engine.step() if o.finished]    # step() streams; keep the final outputs
     assert len(outs) == 3
     for o in outs:
         c = o.outputs[0]

@@ -1,7 +1,14 @@
-"""What the engine hands back (mirrors vLLM's RequestOutput / CompletionOutput)."""
+"""What the engine hands back (mirrors vLLM's RequestOutput / CompletionOutput).
+
+``output_kind`` (vLLM's RequestOutputKind) says what each step's output of a request holds:
+"cumulative" (everything so far), "delta" (only what this step added; concatenated, the deltas
+are the final output) or "final_only" (nothing until the request finishes; ``LLM.generate`` uses it,
+so a batch run pays for no per-step outputs)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+OUTPUT_KINDS = ("cumulative", "delta", "final_only")
 
 
 @dataclass
@@ -11,6 +18,10 @@ class CompletionOutput:
     token_ids: list[int]
     finish_reason: str | None
     logprobs: list[float] | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.finish_reason is not None
 
 
 @dataclass
@@ -48,6 +59,7 @@ class RequestOutput:
     outputs: list[CompletionOutput]
     finished: bool
     metrics: RequestMetrics
+    error: str | None = None            # set when the engine ended the request with finish_reason "error"
 
 
 @dataclass
@@ -55,8 +67,11 @@ class StepRecord:
     """One engine step, for timelines: which sequences ran and how many tokens it processed."""
     start: float
     end: float
-    is_prefill: bool
+    is_prefill: bool                    # some sequence computed prompt tokens (not only its newest)
     seq_ids: list[int]
-    num_tokens: int
+    num_tokens: int                     # tokens computed: prompt chunks + one per decoding sequence
     num_free_blocks: int
     num_preempted: int
+    num_running: int = 0                # after the step was scheduled
+    num_waiting: int = 0
+    num_swapped: int = 0

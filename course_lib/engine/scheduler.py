@@ -1,131 +1,280 @@
-"""Which sequences run in the next step (iteration-level scheduling, as in Orca and vLLM).
+"""Which tokens of which sequences the next step computes (iteration-level scheduling).
 
-Two policies on the same machinery:
-- ``continuous``: every step, finished sequences leave and waiting ones join if the token budget,
-  the batch-size cap and free KV blocks allow it.
-- ``static``: a batch is formed only when the previous one has completely finished; slots freed by
-  short sequences stay empty until the longest member is done (what `generate` on a padded batch does).
+There is no prefill phase and no decode phase. Each sequence has ``num_tokens`` and
+``num_computed_tokens`` (engine/sequence.py); each step hands out a budget of
+``max_num_batched_tokens`` tokens as ``num_scheduled_tokens`` per sequence:
 
-A continuous step decodes one token for every running sequence and, in the same forward pass, runs
-the whole prompt of each newly admitted one (a "mixed" step: is_prefill is True when it has any
-prompt work). A static step is either the prefill of a new batch or a decode step of the batch.
-When a decode step needs a KV block and none is free, the most recently admitted sequence is
-preempted: its blocks are freed and it goes back to the front of the queue, to be recomputed later.
+    budget 8, three running sequences and a new 20-token prompt:
+        A decoding            -> 1          (its newest token)
+        B decoding            -> 1
+        C prompt, 6 of 9 done -> 3          (the rest of its prompt: a chunk)
+        D new, 20 missing     -> 3          (what is left of the budget: chunked prefill, Day 13)
+
+Decodes go first, then unfinished prompts, then new admissions fill what is left. With
+``enable_chunked_prefill=False`` a prompt is only ever scheduled whole. Two policies share this:
+- ``continuous``: waiting sequences join whenever slots (``max_num_seqs``), budget and blocks allow;
+- ``static``: new sequences join only when the whole previous batch has finished (what ``generate``
+  on a padded batch does), so slots freed by short sequences stay empty.
+When a sequence needs a block and none is free, the newest running sequence is preempted (Day 12):
+by recompute (its blocks are freed; it catches up from 0 later) or by swap (its blocks are copied to
+host memory; it resumes where it was). Nobody is admitted in a step that preempted.
+
+The scheduler is the one owner of sequence state: ``schedule`` advances ``num_computed_tokens``,
+``update_from_output`` appends sampled tokens and decides, in one ``check_stop``, who finished.
 """
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from ..config import EngineConfig
-from ..kv.block_manager import BlockManager
+from ..kv.kv_cache_manager import KVCacheManager
 from .sequence import Sequence, SequenceStatus
 
 
-@dataclass
+class ScheduledSeq(NamedTuple):
+    """One sequence's share of a step. A value: nothing here changes after scheduling (a NamedTuple,
+    not a frozen dataclass: one is built per sequence per step, and a frozen dataclass's __init__
+    costs several times a tuple's, which at batch 256 is a visible share of a GPU step)."""
+    seq_id: int
+    start: int                       # its num_computed_tokens before the step: first position computed
+    num_tokens: int                  # num_scheduled_tokens: positions start .. start + num_tokens - 1
+    token_ids: list[int]             # the ids of those positions that the host knows
+    num_from_device: int             # trailing positions whose id the previous step is still sampling
+    block_ids: list[int]             # its block table (a copy), covering start + num_tokens positions
+    sample: bool                     # the step computes its last missing token: sample the next one
+    is_prefill: bool                 # it computes prompt (or recomputed) tokens, not only its newest
+    params: object                   # its SamplingParams
+    generator: object = None         # its torch.Generator when seeded
+
+
+@dataclass(frozen=True)
 class SchedulerOutput:
-    """The contract between scheduler and model runner for one step."""
-    seqs: list[Sequence]
-    is_prefill: bool                 # some sequence computes more than one token (a prompt)
-    preempted: list[Sequence] = field(default_factory=list)
+    """The contract between the scheduler and the model runner for one step (vLLM v1's shape).
+
+    seqs:                the scheduled sequences, in the order their tokens are packed
+    preempted_seq_ids:   pushed out this step (recompute or swap)
+    finished_seq_ids:    finished or aborted since the previous step
+    blocks_to_swap_out:  (device block, host block) pairs to copy before the step runs
+    blocks_to_swap_in:   (host block, device block) pairs, copied after the swap-outs
+    blocks_to_copy:      (src, dst) device block copies (copy-on-write, Day 17): empty today
+    spec_token_ids:      seq_id -> draft tokens to verify (speculative decoding, Day 20): empty today
+    """
+    seqs: tuple[ScheduledSeq, ...] = ()
+    preempted_seq_ids: tuple[int, ...] = ()
+    finished_seq_ids: tuple[int, ...] = ()
+    blocks_to_swap_out: tuple[tuple[int, int], ...] = ()
+    blocks_to_swap_in: tuple[tuple[int, int], ...] = ()
+    blocks_to_copy: tuple[tuple[int, int], ...] = ()
+    spec_token_ids: dict = field(default_factory=dict)
 
     @property
-    def num_tokens(self) -> int:
-        """Tokens this step computes: the uncached tail of every sequence (1 for a decoding one)."""
-        return sum(s.num_tokens - s.num_computed_tokens for s in self.seqs)
+    def num_scheduled_tokens(self) -> dict[int, int]:
+        return {s.seq_id: s.num_tokens for s in self.seqs}
+
+    @property
+    def total_num_scheduled_tokens(self) -> int:
+        return sum(s.num_tokens for s in self.seqs)
+
+    @property
+    def is_prefill(self) -> bool:
+        """Some sequence computes prompt tokens (the step log's label; the runner does not care)."""
+        return any(s.is_prefill for s in self.seqs)
+
+    @property
+    def is_decode_only(self) -> bool:
+        """One token per sequence: the shape a captured CUDA graph can replay."""
+        return all(s.num_tokens == 1 for s in self.seqs)
 
 
 class Scheduler:
-    def __init__(self, cfg: EngineConfig, block_manager: BlockManager):
-        self.cfg, self.blocks = cfg, block_manager
+    def __init__(self, cfg: EngineConfig, kv: KVCacheManager, max_model_len: int,
+                 eos_token_ids=()):
+        self.cfg, self.kv, self.max_model_len = cfg, kv, max_model_len
+        self.eos_token_ids = frozenset(eos_token_ids)
+        # unfinished sequences by id: a step's result names sequences by id, and one may be gone by then
+        self.live: dict[int, Sequence] = {}
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
-        self._batch_open = True     # static policy: may the current batch still take new members?
+        self.swapped: deque[Sequence] = deque()
+        self.watermark_blocks = int(cfg.watermark * kv.num_blocks)
+        self._finished: list[int] = []          # seq ids finished since the last schedule()
 
     def add(self, seq: Sequence) -> None:
+        self.live[seq.seq_id] = seq
         self.waiting.append(seq)
 
     def has_work(self) -> bool:
-        return bool(self.waiting or self.running)
+        return bool(self.waiting or self.running or self.swapped)
 
-    def schedule(self) -> SchedulerOutput | None:
-        if self.cfg.scheduler == "static":
-            return self._schedule_static()
-        # continuous: every running sequence decodes one token and waiting ones join in the SAME
-        # step (as in vLLM V1): admitting a request costs no extra pass over the weights.
-        out = self._decode() if self.running else SchedulerOutput([], is_prefill=False)
-        if not out.preempted:     # memory is short this step: admit nobody
-            admitted = self._admit(self.cfg.max_num_batched_tokens - len(out.seqs))
-            out.seqs += admitted
-            out.is_prefill = bool(admitted)
-        return out if out.seqs else None
-
-    def _schedule_static(self) -> SchedulerOutput | None:
-        if not self.running:
-            self._batch_open = True
-        if self._batch_open:
-            admitted = self._admit(self.cfg.max_num_batched_tokens)
-            if admitted:
-                return SchedulerOutput(admitted, is_prefill=True)
-        if not self.running:
-            return None
-        self._batch_open = False
-        return self._decode()
-
-    def _admit(self, budget: int) -> list[Sequence]:
-        """Move waiting sequences into the cache, oldest first, while budget, slots and blocks allow."""
-        admitted = []
-        while self.waiting and len(self.running) < self.cfg.max_num_seqs:
-            seq = self.waiting[0]
-            n = seq.num_tokens    # a preempted sequence recomputes its outputs too
-            # The budget bounds how much prefill is batched together; a preempted sequence that
-            # has outgrown it is still admitted when it would run alone, or it would wait forever.
-            over_budget = n > budget and (admitted or self.running)
-            if over_budget or not self.blocks.can_grow(seq.block_table, n):
-                break
-            self.waiting.popleft()
-            self.blocks.grow(seq.block_table, n)
-            seq.status = SequenceStatus.RUNNING
-            self.running.append(seq)
-            admitted.append(seq)
-            budget -= n
-        return admitted
-
-    def _decode(self) -> SchedulerOutput:
-        """One token for every running sequence; preempt the newest when blocks run out."""
-        scheduled, preempted = [], []
-        queue = deque(self.running)
-        bs = self.blocks.block_size
-        while queue:
-            seq = queue.popleft()
-            if seq.num_tokens <= len(seq.block_table) * bs:   # 15 steps in 16: its last block has room
-                scheduled.append(seq)
+    # ---- one step --------------------------------------------------------------------------------
+    def schedule(self, now: float = 0.0) -> SchedulerOutput:
+        budget = self.cfg.max_num_batched_tokens
+        batch_was_empty = not self.running
+        picked: dict[int, tuple[Sequence, int]] = {}        # seq_id -> (seq, tokens), in batch order
+        preempted, swap_out, swap_in = [], [], []
+        decodes, prompts = [], []
+        for s in self.running:
+            (decodes if s.num_tokens - s.num_computed_tokens == 1 else prompts).append(s)
+        tables, bs = self.kv.tables, self.kv.block_size
+        max_len = self.max_model_len
+        for seq in decodes:          # the common case, kept lean: one token, its last block has room
+            if (budget and seq.num_computed_tokens % bs        # position not at a block boundary
+                    and not (seq.num_output_placeholders and (seq.num_generated >= seq.params.max_tokens
+                                                              or seq.num_tokens >= max_len))):
+                picked[seq.seq_id] = (seq, 1)
+                budget -= 1
+        for seq in decodes + prompts:
+            if seq.seq_id in picked or seq.status is not SequenceStatus.RUNNING:
+                continue                                     # done above, or preempted in this loop
+            n = self._num_new_tokens(seq, budget, alone=not picked)
+            if n == 0:
                 continue
-            while not self.blocks.can_grow(seq.block_table, seq.num_tokens):
-                victim = queue.pop() if queue else seq
-                self.preempt(victim)
-                preempted.append(victim)
+            table = tables.get(seq.seq_id)
+            if table is not None and seq.num_computed_tokens + n <= len(table) * bs:
+                picked[seq.seq_id] = (seq, n)                # its last block has room
+                budget -= n
+                continue
+            while self.kv.allocate_slots(seq.seq_id, seq.num_computed_tokens + n) is None:
+                victim = self.running[-1]                    # the newest running sequence
+                if victim.seq_id in picked:                  # scheduled already: give its tokens back
+                    budget += picked.pop(victim.seq_id)[1]
+                self._preempt(victim, preempted, swap_out)
                 if victim is seq:
                     break
             else:
-                self.blocks.grow(seq.block_table, seq.num_tokens)
-                scheduled.append(seq)
-        return SchedulerOutput(scheduled, is_prefill=False, preempted=preempted)
+                picked[seq.seq_id] = (seq, n)
+                budget -= n
+        if not preempted and (self.cfg.scheduler == "continuous" or batch_was_empty):
+            budget = self._admit(picked, budget, swap_in)
+        out = SchedulerOutput(
+            seqs=tuple(self._commit(seq, n, now) for seq, n in picked.values()),
+            preempted_seq_ids=tuple(preempted), finished_seq_ids=tuple(self._finished),
+            blocks_to_swap_out=tuple(swap_out), blocks_to_swap_in=tuple(swap_in))
+        self._finished = []
+        return out
 
-    def preempt(self, seq: Sequence) -> None:
-        """Recompute-style preemption: drop the KV, keep the tokens, requeue at the front."""
+    def _num_new_tokens(self, seq: Sequence, budget: int, alone: bool) -> int:
+        """Tokens ``seq`` gets this step: what it misses, cut to the budget (0: it sits this one out)."""
+        num_tokens = seq.num_tokens
+        missing = num_tokens - seq.num_computed_tokens
+        if seq.num_output_placeholders and (seq.num_generated >= seq.params.max_tokens
+                                             or num_tokens >= self.max_model_len):
+            return 0          # its last token is in flight (async): nothing more to compute
+        if self.cfg.enable_chunked_prefill:
+            return min(missing, budget)
+        # Unchunked: all or nothing. A preempted sequence that outgrew the budget still runs when it
+        # runs alone, or it would wait forever.
+        return missing if missing <= budget or alone else 0
+
+    def _admit(self, picked: dict, budget: int, swap_in: list) -> int:
+        """Bring swapped-out sequences back, then waiting ones, while slots, budget and blocks allow."""
+        static = self.cfg.scheduler == "static"
+        for queue in (self.swapped, self.waiting):
+            while queue and len(self.running) < self.cfg.max_num_seqs:
+                seq = queue[0]
+                if seq.num_output_placeholders:       # its last token is still being read back
+                    return budget
+                # leave room for the running sequences to decode (the watermark), unless none runs
+                reserve = self.watermark_blocks if self.running else 0
+                n = self._num_new_tokens(seq, budget, alone=not picked)
+                if n == 0 and not static:              # static admits the whole batch at once and
+                    return budget                      # gives it tokens over the next steps
+                if seq.status is SequenceStatus.SWAPPED:
+                    pairs = self.kv.swap_in(seq.seq_id, reserve)
+                    if pairs is None:
+                        return budget
+                    swap_in += pairs
+                if self.kv.allocate_slots(seq.seq_id, seq.num_computed_tokens + n, reserve) is None:
+                    if seq.status is SequenceStatus.SWAPPED:
+                        n = 0                          # back on the device; tokens next step
+                    else:
+                        return budget
+                queue.popleft()
+                seq.status = SequenceStatus.RUNNING
+                self.running.append(seq)
+                if n:
+                    picked[seq.seq_id] = (seq, n)
+                    budget -= n
+        return budget
+
+    def _commit(self, seq: Sequence, n: int, now: float) -> ScheduledSeq:
+        """Account ``n`` tokens of ``seq`` as computed (they are, once the step runs) and describe them."""
+        start, known = seq.num_computed_tokens, seq.num_known_tokens
+        stop, total = start + n, known + seq.num_output_placeholders
+        sample = stop == total                             # caught up: this step yields a new token
+        is_prefill = start < total - 1 or total == seq.num_prompt_tokens
+        seq.num_computed_tokens = stop
+        if seq.first_scheduled_time is None:
+            seq.first_scheduled_time = now
+        if n == 1 and stop == known:                       # decoding: its newest token, known
+            ids = [seq.output_token_ids[-1] if seq.output_token_ids else seq.prompt_token_ids[-1]]
+        else:
+            ids = seq.token_slice(start, min(stop, known))
+        scheduled = ScheduledSeq(seq.seq_id, start, n, ids, max(0, stop - known),
+                                 list(self.kv.tables.get(seq.seq_id, ())), sample, is_prefill,
+                                 seq.params, seq.generator)
+        if sample:
+            seq.num_output_placeholders += 1
+        return scheduled
+
+    def _preempt(self, seq: Sequence, preempted: list, swap_out: list) -> None:
         self.running.remove(seq)
-        self.blocks.free(seq.block_table)
-        seq.num_computed_tokens = 0
-        seq.status = SequenceStatus.WAITING
         seq.num_preemptions += 1
-        self.waiting.appendleft(seq)
+        preempted.append(seq.seq_id)
+        if self.cfg.preemption_mode == "swap" and self.kv.can_swap_out(seq.seq_id):
+            swap_out += self.kv.swap_out(seq.seq_id)       # resumes at num_computed_tokens
+            seq.status = SequenceStatus.SWAPPED
+            self.swapped.append(seq)
+        else:                                              # recompute (or no room left to swap)
+            self.kv.free(seq.seq_id)
+            seq.num_computed_tokens = 0
+            seq.status = SequenceStatus.WAITING
+            self.waiting.appendleft(seq)
 
-    def finish(self, seq: Sequence, reason: str) -> None:
-        """Remove ``seq`` from whichever queue holds it and free its blocks."""
-        if seq in self.running:
-            self.running.remove(seq)
-        elif seq in self.waiting:
-            self.waiting.remove(seq)
-        self.blocks.free(seq.block_table)
-        seq.status, seq.finish_reason = SequenceStatus.FINISHED, reason
+    # ---- results in ------------------------------------------------------------------------------
+    def update_from_output(self, sampled: list[ScheduledSeq], tokens: list[int],
+                           logprobs: list[float] | None, now: float) -> list[Sequence]:
+        """Append each sampled token to its sequence and stop those that are done.
+
+        ``sampled``: the step's ScheduledSeqs with ``sample`` set, in the order of ``tokens``.
+        Returns the sequences that got a token. A token for a sequence that finished in the
+        meantime (it stopped on the token before, or was aborted) is dropped."""
+        progressed = []
+        for i, (s, token) in enumerate(zip(sampled, tokens)):
+            seq = self.live.get(s.seq_id)
+            if seq is None:
+                continue
+            seq.num_output_placeholders -= 1
+            seq.output_token_ids.append(token)
+            if logprobs is not None and seq.params.logprobs:
+                seq.output_logprobs.append(logprobs[i])
+            seq.token_times.append(now)
+            if seq.first_token_time is None:
+                seq.first_token_time = now
+            reason = self.check_stop(seq, token)
+            if reason:
+                self.finish(seq, reason, now)
+            progressed.append(seq)
+        return progressed
+
+    def check_stop(self, seq: Sequence, token: int) -> str | None:
+        """The one place that decides whether a sequence is done, and why."""
+        p = seq.params
+        if (not p.ignore_eos and token in self.eos_token_ids) or token in p.stop_token_ids:
+            return "stop"
+        if len(seq.output_token_ids) >= p.max_tokens or seq.num_known_tokens >= self.max_model_len:
+            return "length"
+        return None
+
+    def finish(self, seq: Sequence, reason: str, now: float) -> None:
+        """Take ``seq`` out of whichever queue holds it, free its blocks, and mark it finished."""
+        for queue in (self.running, self.waiting, self.swapped):
+            if seq in queue:
+                queue.remove(seq)
+                break
+        self.kv.free(seq.seq_id)
+        seq.status, seq.finish_reason, seq.finish_time = SequenceStatus.FINISHED, reason, now
+        self.live.pop(seq.seq_id, None)
+        self._finished.append(seq.seq_id)

@@ -1,4 +1,18 @@
-"""A sequence: one prompt and the tokens generated for it, plus where its KV lives and its timing."""
+"""A request and its sequences: the tokens known so far, how many of them are in the cache, timing.
+
+The catch-up contract (what the scheduler works with, vLLM v1's design):
+
+    prompt  p0 p1 p2 p3 p4 | outputs o0 o1 | placeholder ?
+            <----- num_computed_tokens ---->                      K/V in the cache (or being written)
+            <------------------ num_tokens ------------------->   every token the sequence has
+
+Each step the scheduler gives a sequence some of its ``num_tokens - num_computed_tokens`` missing
+tokens. A new prompt misses all of them (prefill, possibly in chunks); a decoding sequence misses one
+(its newest token); a preempted one misses everything again (recompute). There is no prefill or
+decode phase, only this difference. When a step computes a sequence's last missing token, its logits
+give the next token: under async scheduling the host does not know it yet, so it is counted as a
+*placeholder* (``num_output_placeholders``) until the step's result comes back.
+"""
 from __future__ import annotations
 
 import enum
@@ -9,16 +23,14 @@ import torch
 from ..config import SamplingParams
 
 
-PENDING = -1   # an output token the GPU is still computing (async scheduling fills it in a step later)
-
-
 class SequenceStatus(enum.Enum):
-    WAITING = "waiting"      # not in the cache: new, or preempted (its KV was dropped; it will recompute)
-    RUNNING = "running"      # its KV is in the cache; it gets a token every decode step
+    WAITING = "waiting"      # not in the cache: new, or preempted by recompute (its KV was dropped)
+    RUNNING = "running"      # its KV is in the device cache
+    SWAPPED = "swapped"      # preempted by swapping: its KV sits in the host pool
     FINISHED = "finished"
 
 
-@dataclass
+@dataclass(eq=False)
 class Sequence:
     seq_id: int
     request_id: str
@@ -28,30 +40,69 @@ class Sequence:
     arrival_time: float
     output_token_ids: list[int] = field(default_factory=list)
     output_logprobs: list[float] = field(default_factory=list)
+    num_output_placeholders: int = 0        # sampled on the device, not yet read back (async)
+    num_computed_tokens: int = 0
     status: SequenceStatus = SequenceStatus.WAITING
-    block_table: list[int] = field(default_factory=list)
-    num_computed_tokens: int = 0            # positions whose K/V are in the cache
     first_scheduled_time: float | None = None
     first_token_time: float | None = None
     finish_time: float | None = None
-    finish_reason: str | None = None        # "stop", "length" or "abort"
+    finish_reason: str | None = None        # "stop", "length", "abort" or "error"
     num_preemptions: int = 0
     token_times: list[float] = field(default_factory=list)
     generator: torch.Generator | None = None
 
     @property
-    def token_ids(self) -> list[int]:
-        return self.prompt_token_ids + self.output_token_ids
-
-    @property
-    def last_token_id(self) -> int:
-        """The newest token: the one a decode step feeds in (PENDING while the GPU computes it)."""
-        return self.output_token_ids[-1] if self.output_token_ids else self.prompt_token_ids[-1]
+    def num_prompt_tokens(self) -> int:
+        return len(self.prompt_token_ids)
 
     @property
     def num_tokens(self) -> int:
+        """Every token of the sequence, placeholders included."""
+        return len(self.prompt_token_ids) + len(self.output_token_ids) + self.num_output_placeholders
+
+    @property
+    def token_ids(self) -> list[int]:
+        """The known tokens: prompt + outputs read back so far (a new list)."""
+        return self.prompt_token_ids + self.output_token_ids
+
+    @property
+    def num_known_tokens(self) -> int:
         return len(self.prompt_token_ids) + len(self.output_token_ids)
+
+    @property
+    def num_generated(self) -> int:
+        """Outputs so far, the one in flight included (what max_tokens counts)."""
+        return len(self.output_token_ids) + self.num_output_placeholders
+
+    def token_slice(self, start: int, stop: int) -> list[int]:
+        """Known token ids at positions [start, stop) (stop <= num_known_tokens)."""
+        n = len(self.prompt_token_ids)
+        if stop <= n:
+            return self.prompt_token_ids[start:stop]
+        if start >= n:
+            return self.output_token_ids[start - n:stop - n]
+        return self.prompt_token_ids[start:] + self.output_token_ids[:stop - n]
 
     @property
     def is_finished(self) -> bool:
         return self.status is SequenceStatus.FINISHED
+
+
+@dataclass(eq=False)
+class Request:
+    """What a caller asked for: one prompt, its params, and its ``n`` sequences (one per sample).
+
+    Each sample is scheduled as its own sequence; they share nothing yet (n > 1 prefills the prompt
+    once per sample). Sharing the prompt's blocks through the pool's ref counts (`KVCacheManager.fork`)
+    is Day 17's change, and this structure leaves room for it."""
+    request_id: str
+    prompt: str | None
+    prompt_token_ids: list[int]
+    params: SamplingParams
+    arrival_time: float
+    seqs: list[Sequence] = field(default_factory=list)
+    error: str | None = None                # why the engine ended it with finish_reason "error"
+
+    @property
+    def is_finished(self) -> bool:
+        return all(s.is_finished for s in self.seqs)

@@ -23,11 +23,28 @@ class PagedKVCache:
     padding rows of a CUDA-graph batch write their K/V there instead of into someone's block."""
 
     def __init__(self, cfg: ModelConfig, num_blocks: int, block_size: int, device="cpu",
-                 dtype=torch.float32):
+                 dtype=torch.float32, num_swap_blocks: int = 0):
         self.num_blocks, self.block_size = num_blocks, block_size
         self.scratch_block = num_blocks
-        self.kv = torch.zeros(cfg.num_layers, 2, num_blocks + 1, block_size, cfg.num_kv_heads,
-                              cfg.head_dim, device=device, dtype=dtype)
+        shape = (cfg.num_layers, 2, num_blocks + 1, block_size, cfg.num_kv_heads, cfg.head_dim)
+        self.kv = torch.zeros(shape, device=device, dtype=dtype)
+        # Host pool for swapped-out blocks (Day 12), pinned so the copies run at full PCIe speed.
+        self.host_kv = None
+        if num_swap_blocks:
+            pin = torch.device(device).type == "cuda"
+            self.host_kv = torch.zeros((*shape[:2], num_swap_blocks, *shape[3:]), dtype=dtype,
+                                       pin_memory=pin)
+
+    def swap_out(self, pairs) -> None:
+        """Copy device blocks to host blocks: ``pairs`` of (device block, host block)."""
+        src, dst = zip(*pairs)
+        self.host_kv[:, :, list(dst)] = self.kv[:, :, list(src)].to("cpu")
+
+    def swap_in(self, pairs) -> None:
+        """Copy host blocks back: ``pairs`` of (host block, device block)."""
+        src, dst = zip(*pairs)
+        idx = torch.tensor(dst, device=self.kv.device)
+        self.kv.index_copy_(2, idx, self.host_kv[:, :, list(src)].to(self.kv.device))
 
     @property
     def nbytes(self) -> int:

@@ -85,7 +85,7 @@ def run_engine(model, workload: Workload, scheduler: str, **engine_kw) -> tuple[
                              len(o.outputs[0].token_ids)) for o in outs]
     log = llm.engine.step_log
     extra = dict(steps=len(log), preemptions=sum(s.num_preempted for s in log),
-                 num_kv_blocks=llm.engine.block_manager.num_blocks)
+                 num_kv_blocks=llm.engine.kv_manager.num_blocks)
     return timings, wall, extra
 
 

@@ -72,8 +72,8 @@ def time_batch(engine, batch: int, context: int, steps: int, warmup: int, seed: 
     params = SamplingParams(temperature=0, max_tokens=warmup + steps + prefill_steps + 4, ignore_eos=True)
     g = torch.Generator().manual_seed(seed + batch)
     vocab = engine.model.cfg.vocab_size
-    ids = [engine.add_request(torch.randint(0, vocab, (context,), generator=g).tolist(), params)
-           for _ in range(batch)]
+    ids = [engine.add_request(torch.randint(0, vocab, (context,), generator=g).tolist(), params,
+                              output_kind="final_only") for _ in range(batch)]
     runner, launches, steps_s = engine.runner, [], []
 
     def timed(*args, inner=runner.launch):
@@ -82,7 +82,8 @@ def time_batch(engine, batch: int, context: int, steps: int, warmup: int, seed: 
         launches.append(time.perf_counter() - t0)
         return out
     try:
-        while engine.scheduler.waiting:                   # prefill (mixed with earlier admissions' decodes)
+        sched = engine.scheduler                          # prefill (mixed with earlier admissions' decodes)
+        while sched.waiting or any(s.num_computed_tokens < s.num_prompt_tokens for s in sched.running):
             engine.step()
         for _ in range(warmup):
             engine.step()
