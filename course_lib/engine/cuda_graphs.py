@@ -121,3 +121,107 @@ class DecodeGraphs:
             fix.apply(self.ids, (self.fix_rows[:n], self.fix_src[:n]))
         self.graphs[b].replay()
         return self.logits[b][:B]
+
+
+class MixedGraphs:
+    """CUDA graphs for small mixed steps: decodes plus a few prompt tokens (Day 13 meets Day 14).
+
+    Under continuous batching every admission puts a prompt into a step; run eagerly, such a step
+    costs ~10x a replayed decode step on a GPU (the launches, again), so refilling slots costs more
+    than it saves. These graphs are keyed by (sequence bucket b, token bucket t) and captured the
+    first time a step of that shape comes (a one-off cost of a warm-up pass and a capture):
+
+        a step of 3 decodes + a 9-token prompt chunk (B = 4 sequences, T = 12 tokens) runs in the
+        (b=8, t=16) graph: the 4 real sequences, then one padding sequence holding the 4 spare
+        tokens (written to the scratch block, attending only to it), then 3 empty sequences.
+
+    The attention kernel is captured with max_query_len = t: its grid has tiles for t queries per
+    sequence, and tiles past a sequence's own q_len return at once (kernels/paged_attention.py).
+    Steps with more than ``max_tokens`` tokens run eagerly: there the launches are a small share.
+    """
+
+    def __init__(self, model: LlamaModel, cache: PagedKVCache, attention_fn, max_batch: int,
+                 max_blocks_per_seq: int, max_tokens: int = 512, capture: bool = True):
+        dev = model.device
+        self.capture = capture          # False: run the padded step eagerly (tests it on a CPU)
+        self.model, self.cache, self.attention_fn = model, cache, attention_fn
+        self.max_tokens = max_tokens
+        self.seq_buckets = buckets_for(max_batch + 1)            # + 1: the padding sequence
+        self.token_buckets = [t for t in (16, 32, 64, 128, 256, 512) if t <= max_tokens]
+        B, T = self.seq_buckets[-1], self.token_buckets[-1]
+        self.scratch_slot = cache.scratch_block * cache.block_size
+        self.ids = torch.zeros(T, dtype=torch.long, device=dev)
+        self.positions = torch.zeros(T, dtype=torch.long, device=dev)
+        self.slots = torch.full((T,), self.scratch_slot, dtype=torch.long, device=dev)
+        self.seq_lens = torch.ones(B, dtype=torch.int32, device=dev)
+        self.query_start_loc = torch.zeros(B + 1, dtype=torch.int32, device=dev)
+        # wide enough for the padding sequence too (up to max_tokens positions, all in the scratch block)
+        width = max(max_blocks_per_seq, -(-max_tokens // cache.block_size))
+        self.tables = torch.full((B, width), cache.scratch_block, dtype=torch.int32, device=dev)
+        self.rows = torch.zeros(B, dtype=torch.long, device=dev)   # logits rows (sampled tokens)
+        self.graphs: dict[tuple[int, int], torch.cuda.CUDAGraph] = {}
+        self.logits: dict[tuple[int, int], torch.Tensor] = {}
+        self.pool = None
+
+    def bucket(self, num_seqs: int, num_tokens: int) -> tuple[int, int] | None:
+        b = next((x for x in self.seq_buckets if x >= num_seqs + 1), None)
+        t = next((x for x in self.token_buckets if x >= num_tokens), None)
+        return None if b is None or t is None else (b, t)
+
+    def _forward(self, b: int, t: int) -> torch.Tensor:
+        ctx = PagedAttentionContext(self.cache, self.slots[:t], self.tables[:b], self.seq_lens[:b],
+                                    self.query_start_loc[:b + 1], t, self.attention_fn)
+        hidden = self.model.hidden_states(self.ids[None, :t], self.positions[None, :t], ctx)[0]
+        return self.model.lm_head(hidden[self.rows[:b]])                   # (b, vocab)
+
+    @torch.inference_mode()
+    def _capture(self, key: tuple[int, int]) -> None:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):          # warm-up: Triton compiles, cuBLAS picks kernels
+            self._forward(*key)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self.pool):
+            self.logits[key] = self._forward(*key)
+        self.pool = graph.pool()
+        self.graphs[key] = graph
+
+    def run(self, inp: StepInputs, logits_rows: list[int], fix: TokenFix | None = None) -> torch.Tensor:
+        """Upload a mixed step's inputs, replay its graph (captured now if new), return the logits
+        of ``logits_rows`` (len(logits_rows), vocab).
+
+        The inputs go in first: a new graph's warm-up pass executes for real, so it must run on
+        this step's inputs (on the last step's, it would read their offsets into this step's
+        smaller tensors, and write K/V to their slots). It computes the step once more than the
+        replay does, which writes the same K/V to the same slots again."""
+        b, t = key = self.bucket(len(inp.seq_lens), len(inp.ids))
+        self._upload(inp, logits_rows, b, t)
+        if fix is not None:
+            fix.apply(self.ids)
+        if not self.capture:
+            return self._forward(b, t)[:len(logits_rows)]
+        if key not in self.graphs:
+            self._capture(key)
+        self.graphs[key].replay()
+        return self.logits[key][:len(logits_rows)]
+
+    def _upload(self, inp: StepInputs, logits_rows: list[int], b: int, t: int) -> None:
+        """The step's inputs, padded to the (b, t) bucket, into the static buffers."""
+        B, T = len(inp.seq_lens), len(inp.ids)
+        pad = t - T                                    # spare tokens: the padding sequence's queries
+        ids = inp.ids + [0] * pad
+        positions = inp.positions + list(range(pad))
+        slots = inp.slots + [self.scratch_slot] * pad
+        seq_lens = inp.seq_lens + [max(pad, 1)] + [1] * (b - B - 1)
+        starts = inp.starts + [t] * (b - B)
+        width = max(max(len(x) for x in inp.tables), -(-max(pad, 1) // self.cache.block_size))
+        tables = torch.full((b, width), self.cache.scratch_block, dtype=torch.int32)
+        fill_rows(tables.numpy(), inp.tables)
+        rows = logits_rows + [0] * (b - len(logits_rows))
+        pin = self.ids.device.type == "cuda"
+        for dst, src, dtype in ((self.ids, ids, torch.long), (self.positions, positions, torch.long),
+                                (self.slots, slots, torch.long), (self.seq_lens, seq_lens, torch.int32),
+                                (self.query_start_loc, starts, torch.int32), (self.rows, rows, torch.long)):
+            dst[:len(src)].copy_(torch.tensor(src, dtype=dtype, pin_memory=pin), non_blocking=True)
+        self.tables[:b, :width].copy_(tables.pin_memory() if pin else tables, non_blocking=True)
