@@ -4,6 +4,8 @@
     demo       the embedded model answers a few questions, then static vs continuous batching
     bench      one workload through several systems (ours and HF's); a table and a JSON file
     report     the README's performance table and data/results/perf.png, from data/results/*.json
+    exercises  the learner's copies of the notebooks, each exercise's body replaced by a stub
+    notebooks  --sync-setup: write the one shared setup cell into every notebook
 
 A command is a ``cmd_<name>(args) -> exit code`` function plus a sub-parser in ``build_parser``; add
 ``bench`` the same way. Bad input (a value a learner typed) exits with code 2 and one line on stderr,
@@ -13,15 +15,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
 import time
+import warnings
 
 import torch
 
 from .config import SamplingParams
 from .generate import GenerationResult, check_generate_args, generate
 from .models import load_model, resolve_model
-from .models.registry import DEFAULT_MODEL
+from .models.registry import DEFAULT_MODEL, check_tokenizer_files
 from .perf.device import pick_device_dtype
 from .tokenizer import Tokenizer
 
@@ -52,7 +57,30 @@ def device_dtype(device: str | None, dtype: str | None):
 
 def load_tokenizer(model_name: str):
     """The model's tokenizer; an unknown model name fails here, before any weights load."""
-    return Tokenizer(resolve_model(model_name).folder)
+    folder = resolve_model(model_name).folder
+    check_tokenizer_files(folder)
+    return Tokenizer(folder)
+
+
+def check_text(flag: str, text: str) -> str:
+    """``text`` if it is valid UTF-8. Bytes that are not reach ``sys.argv`` as surrogate escapes,
+    which the tokenizer cannot take: reject them here rather than guess what was meant."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        bad, at = os.fsencode(text[e.start:e.end]), len(os.fsencode(text[:e.start]))
+        raise InputError(f"{flag} must be valid UTF-8 text, got the undecodable bytes {bad!r} "
+                         f"at byte {at}") from None
+    return text
+
+
+def sampling_params(**fields) -> SamplingParams:
+    """SamplingParams from flag values; a bad value's message also names the flag (field a_b: --a-b)."""
+    try:
+        return SamplingParams(**fields)
+    except (TypeError, ValueError) as e:
+        field = str(e).split(" ", 1)[0]
+        raise InputError(f"{e} (flag --{field.replace('_', '-')})") from None
 
 
 def run_one(model, tok, prompt_ids: list[int], params: SamplingParams,
@@ -71,14 +99,15 @@ def cmd_generate(args) -> int:
     name = DEFAULT_MODEL if args.model is None else args.model
     try:
         # Cheapest checks first: flags, then the name and the prompt, and only then the weights.
-        params = SamplingParams(temperature=args.temperature, max_tokens=args.max_tokens, seed=args.seed)
+        params = sampling_params(temperature=args.temperature, max_tokens=args.max_tokens, seed=args.seed)
         device, dtype = device_dtype(args.device, args.dtype)
+        prompt = check_text("--prompt", args.prompt)
         tok = load_tokenizer(name)
-        prompt_ids = tok.encode(args.prompt, chat=args.chat)
+        prompt_ids = tok.encode(prompt, chat=args.chat)
         model = load_model(name, device=device, dtype=dtype)
         # The context-length check, before any forward pass (an 8k prompt on a CPU takes a while).
         check_generate_args(model, prompt_ids, params.max_tokens, params.temperature)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, OSError) as e:
         raise InputError(str(e)) from None
     result = run_one(model, tok, prompt_ids, params, use_cache=not args.no_cache)
     text = tok.decode(result.token_ids)
@@ -111,11 +140,11 @@ DEMO_PARTS = [demo_completions, demo_batching]
 
 def cmd_demo(args) -> int:
     try:
-        SamplingParams(max_tokens=args.max_tokens)
+        sampling_params(max_tokens=args.max_tokens)
         device, dtype = device_dtype(args.device, args.dtype)
         tok = load_tokenizer(DEFAULT_MODEL)
         model = load_model(DEFAULT_MODEL, device=device, dtype=dtype)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, OSError) as e:
         raise InputError(str(e)) from None
     print(f"model {DEFAULT_MODEL} on {model.device} in {model.dtype}\n")
     t0 = time.perf_counter()
@@ -123,6 +152,54 @@ def cmd_demo(args) -> int:
         part(model, tok, args)
     print(f"demo done in {time.perf_counter() - t0:.1f} s")
     return 0
+
+
+def check_bench_args(args) -> None:
+    """bench's flags, checked before anything loads: a bad value used to reach the engine and show up
+    as a failed system in the table, with exit code 0."""
+    from .perf.bench import SYSTEMS, _per_hf_system
+    from .perf.workloads import WORKLOADS
+
+    def positive(flag, value, what="an integer >= 1", real=False):
+        ok = value is None or (value > 0 and (not real or math.isfinite(value)))
+        if not ok:
+            raise InputError(f"{flag} must be {what}, got {value!r}")
+
+    for flag, value in (("--max-num-seqs", args.max_num_seqs), ("--num-requests", args.num_requests),
+                        ("--max-num-batched-tokens", args.max_num_batched_tokens),
+                        ("--hf-batch-size", args.hf_batch_size), ("--cap", args.cap)):
+        positive(flag, value)
+    positive("--kv-memory-gb", args.kv_memory_gb, "a positive, finite number of GiB", real=True)
+    positive("--hf-time-limit-s", args.hf_time_limit_s, "a positive, finite number of seconds", real=True)
+    positive("--time-budget-s", args.time_budget_s, "a positive, finite number of seconds", real=True)
+    try:
+        _per_hf_system(args.hf_num_requests)
+    except ValueError as e:
+        raise InputError(f"--hf-num-requests: {e}") from None
+    if args.suite:
+        return
+    if args.workload not in WORKLOADS:
+        raise InputError(f"--workload must be one of {sorted(WORKLOADS)}, got {args.workload!r}")
+    systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    if not systems or any(s not in SYSTEMS for s in systems):   # perf/bench.py's wording
+        raise InputError(f"--systems: systems must be chosen from {list(SYSTEMS)} (comma-separated, at "
+                         f"least one), got {args.systems!r}")
+    try:
+        device_dtype(args.device, args.dtype)
+        resolve_model(args.model, need_weights=not args.random_weights)
+    except (ValueError, OSError) as e:
+        raise InputError(str(e)) from None
+
+
+def cmd_bench(args) -> int:
+    from .perf.bench import cmd_bench as run
+    check_bench_args(args)
+    return run(args)
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    """warnings on the command line: one line, no source excerpt (``--temperature 1e-39`` warns)."""
+    print(f"warning: {message}", file=sys.stderr if file is None else file)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -151,18 +228,26 @@ def build_parser() -> argparse.ArgumentParser:
     from .perf.bench import add_bench_parser
     add_bench_parser(sub)
     _add_device_args(sub.choices["bench"])
+    sub.choices["bench"].set_defaults(func=cmd_bench)      # perf/bench.py's, behind the door checks
     from .perf.report import add_report_parser
     add_report_parser(sub)
+    from .exercises import add_exercises_parser
+    add_exercises_parser(sub)
+    from .notebook_setup import add_notebooks_parser
+    add_notebooks_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    shown, warnings.showwarning = warnings.showwarning, _one_line_warning
     try:
         args = build_parser().parse_args(argv)
         return args.func(args)
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    finally:
+        warnings.showwarning = shown
 
 
 if __name__ == "__main__":

@@ -110,7 +110,6 @@ def test_prompt_longer_than_context_fails_before_the_model_runs(smol, monkeypatc
     ("top_p", 0.0, "in (0, 1]"),
     ("top_p", 1.5, "in (0, 1]"),
     ("top_p", -0.2, "in (0, 1]"),
-    ("top_k", 0, "-1 (disabled) or an integer >= 1"),
     ("top_k", -2, "-1 (disabled) or an integer >= 1"),
     ("max_tokens", 0, "an integer >= 1"),
     ("max_tokens", -5, "an integer >= 1"),

@@ -53,7 +53,7 @@ def load_weights(model: LlamaModel, tensors: Iterable[tuple[str, torch.Tensor]])
         if mapped is None:
             if "rotary_emb" in hf_name:
                 continue                           # a buffer some checkpoints carry; we recompute it
-            raise KeyError(f"checkpoint tensor {hf_name!r} has no place in {type(model).__name__}")
+            raise ValueError(f"checkpoint tensor {hf_name!r} has no place in {type(model).__name__}")
         name, shard = mapped
         if name == "lm_head.weight" and model.cfg.tie_word_embeddings:
             continue                               # same tensor as embed.weight
@@ -69,17 +69,34 @@ def load_weights(model: LlamaModel, tensors: Iterable[tuple[str, torch.Tensor]])
         unset.discard(name)
     # A fused matrix is "set" once any slice is; a fully missing group still shows up here.
     if unset:
-        raise KeyError(f"checkpoint did not provide: {sorted(unset)[:8]}")
+        raise ValueError(f"checkpoint did not provide: {sorted(unset)[:8]}")
 
 
 def model_config_from_folder(folder: str | Path) -> ModelConfig:
-    return ModelConfig.from_hf(json.loads((Path(folder) / "config.json").read_text()))
+    """The ModelConfig of an HF folder's config.json; ``ValueError`` naming the file when it is not
+    valid JSON or lacks a field."""
+    path = Path(folder) / "config.json"
+    try:
+        cfg = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON ({e})") from None
+    return ModelConfig.from_hf(cfg, source=str(path))
 
 
-def _safetensor_files(folder: Path) -> list[Path]:
+def safetensor_files(folder: str | Path) -> list[Path]:
+    """The checkpoint files of an HF folder: those a sharded checkpoint's index names, else every
+    ``*.safetensors``; ``FileNotFoundError`` naming the folder when there are none."""
+    folder = Path(folder)
     index = folder / "model.safetensors.index.json"
     if index.exists():   # sharded checkpoint: the index maps each tensor to its file
-        names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+            names = sorted(set(weight_map.values()))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise ValueError(f"{index} must be JSON with a 'weight_map' of tensor name -> file") from None
+        missing = [n for n in names if not (folder / n).is_file()]
+        if missing:
+            raise FileNotFoundError(f"{index} names files missing from {folder}: {missing[:3]}")
         return [folder / n for n in names]
     files = sorted(folder.glob("*.safetensors"))
     if not files:
@@ -90,7 +107,11 @@ def _safetensor_files(folder: Path) -> list[Path]:
 def _iter_safetensors(files: list[Path]):
     from safetensors import safe_open
     for f in files:
-        with safe_open(str(f), framework="pt") as st:
+        try:
+            st = safe_open(str(f), framework="pt")
+        except Exception as e:    # safetensors' own error type: a truncated or non-safetensors file
+            raise ValueError(f"{f} is not a readable safetensors file ({e})") from None
+        with st:
             for name in st.keys():
                 yield name, st.get_tensor(name)
 
@@ -111,7 +132,7 @@ def load_model(name_or_path: str, *, device="cpu", dtype=torch.float32,
     if random_weights:
         init_random_(model, seed)
     else:
-        load_weights(model, _iter_safetensors(_safetensor_files(Path(spec.folder))))
+        load_weights(model, _iter_safetensors(safetensor_files(spec.folder)))
     model.source = None if random_weights else str(name_or_path)   # lets LLM(model) find the tokenizer
     return model.eval()
 

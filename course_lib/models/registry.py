@@ -41,19 +41,50 @@ KNOWN_MODELS: dict[str, tuple[dict, str, bool]] = {
 DEFAULT_MODEL = "smollm2-135m"
 
 
-def _unknown(name: str) -> ValueError:
-    return ValueError(
-        f"model must be one of {sorted(KNOWN_MODELS)}, a local folder holding config.json and "
-        f"*.safetensors, or a hub id such as 'HuggingFaceTB/SmolLM2-135M-Instruct'; got {name!r}")
+def _allowed() -> str:
+    return (f"model must be one of {sorted(KNOWN_MODELS)}, a local folder holding config.json and "
+            f"*.safetensors, or a hub id such as 'HuggingFaceTB/SmolLM2-135M-Instruct'")
+
+
+def _unknown(name) -> ValueError:
+    from ..config import show
+    return ValueError(f"{_allowed()}; got {show(name)}")
 
 
 def _from_hub(hub_id: str) -> str:
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false"):
-        raise ValueError(f"model {hub_id!r} must be downloaded from the hub, but HF_HUB_OFFLINE is set; "
-                         f"use the embedded model {DEFAULT_MODEL!r} or a local folder")
+        raise ValueError(f"model {hub_id!r} is not a local folder, so it would be downloaded from the "
+                         f"hub, but HF_HUB_OFFLINE is set; use the embedded model {DEFAULT_MODEL!r} or a "
+                         f"local folder")
     from huggingface_hub import snapshot_download
-    return snapshot_download(hub_id, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model",
-                                                     "*.jinja"])
+    try:
+        return snapshot_download(hub_id, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model",
+                                                         "*.jinja"])
+    except Exception as e:     # no such repo, gated, no network: one line naming the model, not a traceback
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise ValueError(f"model {hub_id!r}: the hub download failed ({type(e).__name__}: {first})") from None
+
+
+# Any one of these lets transformers' AutoTokenizer build a tokenizer (fast, sentencepiece, BPE, tiktoken).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tiktoken.model")
+
+
+def check_tokenizer_files(folder: str | Path) -> None:
+    """``FileNotFoundError`` naming the folder when it holds no tokenizer (AutoTokenizer would blame
+    a missing sentencepiece instead)."""
+    folder = Path(folder)
+    if not any((folder / f).exists() for f in TOKENIZER_FILES) and not any(folder.glob("*.tiktoken")):
+        raise FileNotFoundError(f"no tokenizer files in {folder} (looked for {', '.join(TOKENIZER_FILES)})")
+
+
+HUB_ID = r"[\w-][\w.-]*/[\w-][\w.-]*"     # owner/name; hub names never start with a dot
+
+
+def _looks_like_path(name: str) -> bool:
+    """A name meant as a folder: starts with . / ~, or has a separator but is not a hub id's owner/name."""
+    seps = tuple({"/", os.sep, os.altsep} - {None})
+    return name.startswith((".", "~") + seps) or (
+        any(s in name for s in seps) and not re.fullmatch(HUB_ID, name))
 
 
 def resolve_model(name_or_path: str, need_weights: bool = True) -> ModelSpec:
@@ -75,9 +106,15 @@ def resolve_model(name_or_path: str, need_weights: bool = True) -> ModelSpec:
     if path.is_dir():
         if not (path / "config.json").exists():
             raise ValueError(f"model folder {name!r} has no config.json")
-        from .loader import model_config_from_folder
-        return ModelSpec(path.name, model_config_from_folder(path), str(path))
-    if re.fullmatch(r"[\w.-]+/[\w.-]+", name):
+        from .loader import model_config_from_folder, safetensor_files
+        config = model_config_from_folder(path)
+        if need_weights:
+            safetensor_files(path)         # "no *.safetensors in <folder>" before any tokenizer loads
+        return ModelSpec(path.name, config, str(path))
+    if _looks_like_path(name):
+        what = "is a file, not a folder" if path.exists() else "does not exist (no such folder)"
+        raise ValueError(f"model folder {name!r} {what}; {_allowed()}")
+    if re.fullmatch(HUB_ID, name):
         folder = _from_hub(name)
         from .loader import model_config_from_folder
         return ModelSpec(name, model_config_from_folder(folder), folder)
