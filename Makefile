@@ -46,6 +46,11 @@ lab: setup
 bench: setup
 	$(PY) -m course_lib bench --workload anyscale-cpu --systems hf-static,static,continuous
 
+# The learner's copies of the notebooks (exercise bodies stubbed) in the git-ignored notebooks/learner/.
+.PHONY: exercises
+exercises: setup
+	$(PY) -m course_lib exercises
+
 # The README's performance table and data/results/perf.png from data/results/*.json.
 .PHONY: report
 report: setup
