@@ -45,6 +45,7 @@ class LLM:
         if unknown:
             raise TypeError(f"LLM() got unknown argument(s) {unknown}; engine arguments are {ENGINE_FIELDS}")
         cfg = EngineConfig(**engine_args)
+        resolve_dtype(dtype, torch.float32)      # checked even when the model is already loaded
         if type(random_weights) is not bool:
             raise TypeError(f"random_weights must be True or False, got {random_weights!r}")
         if not is_int(seed):
