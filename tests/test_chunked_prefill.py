@@ -71,11 +71,14 @@ RUNS = {
     "continuous-16": (LONG, dict(max_num_batched_tokens=16)),
     "static-64": (LONG, dict(scheduler="static", max_num_batched_tokens=64)),
     "unchunked-4096": (LONG, dict(enable_chunked_prefill=False)),
-    # 40 blocks of 16 = 640 slots for ~680 tokens at the end, admitted a chunk at a time
-    "continuous-16-recompute": (PRESSED, dict(max_num_batched_tokens=16, num_kv_blocks=40)),
-    "continuous-64-swap": (PRESSED, dict(max_num_batched_tokens=64, num_kv_blocks=40,
+    # Small pools of 16-token blocks (the longest request alone needs 20). Sized with the scheduler's
+    # arithmetic, which does not depend on the weights: a 16-token budget admits the long prompts a
+    # chunk at a time, so only 24 blocks make them collide; static admits only what fits, so it
+    # preempts at 40 (when both long prompts were admitted together) and not at 24.
+    "continuous-16-recompute": (PRESSED, dict(max_num_batched_tokens=16, num_kv_blocks=24)),
+    "continuous-64-swap": (PRESSED, dict(max_num_batched_tokens=64, num_kv_blocks=24,
                                          preemption_mode="swap")),
-    "static-16-swap": (PRESSED, dict(scheduler="static", max_num_batched_tokens=16, num_kv_blocks=40,
+    "static-16-swap": (PRESSED, dict(scheduler="static", max_num_batched_tokens=16, num_kv_blocks=24,
                                      preemption_mode="swap")),
     "static-4096-recompute": (PRESSED, dict(scheduler="static", num_kv_blocks=40)),
 }
