@@ -321,7 +321,7 @@ class EngineConfig:
     # Launch step t+1 before reading step t's tokens back, so the host's scheduling overlaps the GPU's
     # work (Day 14). None: on for CUDA, off on CPU (where nothing runs asynchronously anyway).
     async_scheduling: bool | None = None
-    step_log_size: int = 100_000      # steps kept in LLMEngine.step_log (oldest dropped); 0 keeps none
+    step_log_size: int = 10_000       # steps kept in LLMEngine.step_log (up to twice this; oldest dropped)
 
     def __post_init__(self):
         check(self.scheduler in SCHEDULERS, "scheduler", self.scheduler, f"one of {SCHEDULERS}")
