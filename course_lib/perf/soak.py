@@ -29,9 +29,8 @@ def rss_mb() -> float:
 
 
 def run(minutes: float, seed: int = 0, log=print) -> dict:
-    from ..config import ModelConfig, SamplingParams
+    from ..config import EngineConfig, ModelConfig, SamplingParams
     from ..engine.llm_engine import LLMEngine
-    from ..config import EngineConfig
     from ..models.llama import LlamaModel
     from ..models.loader import init_random_
     torch.set_grad_enabled(False)
