@@ -206,8 +206,22 @@ class SamplingParams:
     """How to pick each next token, per request (mirrors ``vllm.SamplingParams``).
 
     temperature 0 means greedy. ``top_k=-1`` (or 0) and ``top_p=1`` switch those filters off. ``seed``
-    makes one request's samples reproducible whatever else shares its batch. ``logprobs``: truthy
-    returns the chosen token's log-probability.
+    makes one request's samples reproducible whatever else shares its batch.
+
+    Penalties (OpenAI's and vLLM's meanings, applied to the raw logits before temperature):
+    ``repetition_penalty`` divides a positive logit (multiplies a negative one) of every token already
+    in the prompt or the output (1 = off); ``frequency_penalty`` subtracts penalty x count of each
+    token in the output so far, ``presence_penalty`` subtracts penalty once per token present in it
+    (both in [-2, 2], 0 = off). ``min_tokens``: EOS and ``stop_token_ids`` are masked out, and stop
+    strings ignored, until that many tokens exist.
+
+    ``stop``: strings that end the output; found across token boundaries in the detokenized text,
+    and cut from the returned text unless ``include_stop_str_in_output``.
+
+    ``logprobs=k`` returns, for every generated token, the log-probabilities of the k most likely
+    tokens plus the chosen one (0: the chosen one only; ``True`` is read as 0, ``None``/``False`` as
+    none); ``prompt_logprobs=k`` the same for each prompt token after the first. Both are of the
+    model's distribution before penalties and filters (vLLM's default, "raw logprobs").
 
     Every field is checked here, before a request can reach the engine: ``TypeError`` for a wrong
     type (a bool is not a number here, a string is not a number), ``ValueError`` for a value out of
@@ -224,7 +238,14 @@ class SamplingParams:
     ignore_eos: bool = False
     stop_token_ids: list[int] = field(default_factory=list)
     seed: int | None = None
-    logprobs: bool | int | None = False
+    logprobs: int | None = None
+    prompt_logprobs: int | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    min_tokens: int = 0
+    stop: list[str] = field(default_factory=list)
+    include_stop_str_in_output: bool = False
 
     def __post_init__(self):
         self.n = check_int(self.n, "n", "an integer >= 1")
@@ -246,10 +267,49 @@ class SamplingParams:
         if self.seed is not None:     # torch.Generator.manual_seed takes 64 bits
             self.seed = check_int(self.seed, "seed", "None or an integer in [0, 2**64 - 1]")
             check(0 <= self.seed <= MAX_SEED, "seed", self.seed, "None or an integer in [0, 2**64 - 1]")
-        if self.logprobs is not None and not isinstance(self.logprobs, bool):
-            allowed = "None, True/False or an integer >= 0"
-            self.logprobs = check_int(self.logprobs, "logprobs", allowed)
-            check(self.logprobs >= 0, "logprobs", self.logprobs, allowed)
+        self.logprobs = self._check_logprobs(self.logprobs, "logprobs")
+        self.prompt_logprobs = self._check_logprobs(self.prompt_logprobs, "prompt_logprobs")
+        for name in ("presence_penalty", "frequency_penalty"):
+            value = check_real(getattr(self, name), name, "a number in [-2, 2]")
+            check(-2 <= value <= 2, name, value, "in [-2, 2]")
+            setattr(self, name, value)
+        allowed = "a number > 0 (1 means no penalty)"
+        self.repetition_penalty = check_real(self.repetition_penalty, "repetition_penalty", allowed)
+        check(0 < self.repetition_penalty < math.inf, "repetition_penalty", self.repetition_penalty,
+              allowed + " and finite")
+        allowed = f"an integer in [0, max_tokens={self.max_tokens}]"
+        self.min_tokens = check_int(self.min_tokens, "min_tokens", allowed)
+        check(0 <= self.min_tokens <= self.max_tokens, "min_tokens", self.min_tokens, allowed)
+        self.stop = self._check_stop(self.stop)
+        check_bool(self.include_stop_str_in_output, "include_stop_str_in_output")
+
+    @staticmethod
+    def _check_logprobs(value, name: str) -> int | None:
+        """None/False: none; True: the chosen token's only (0); k >= 0: the top k and the chosen one."""
+        if value is None or value is False:
+            return None
+        if value is True:
+            return 0
+        allowed = "None, True/False or an integer >= 0"
+        value = check_int(value, name, allowed)
+        check(value >= 0, name, value, allowed)
+        return value
+
+    @staticmethod
+    def _check_stop(stop) -> list[str]:
+        allowed = "None, a non-empty string or a list of non-empty strings"
+        if stop is None:
+            return []
+        if isinstance(stop, str):
+            stop = [stop]
+        if not isinstance(stop, (list, tuple)):
+            raise _wrong_type("stop", stop, allowed)
+        for s in stop:
+            if not isinstance(s, str):
+                raise TypeError(f"stop must be {allowed}, got {show(stop)} (element {show(s)} of type "
+                                f"{type(s).__name__})")
+        check(all(stop), "stop", stop, allowed)
+        return list(stop)
 
     @staticmethod
     def _check_temperature(t) -> float:
@@ -290,6 +350,10 @@ class SamplingParams:
     def greedy(self) -> bool:
         return self.temperature == 0
 
+    @property
+    def has_penalties(self) -> bool:
+        return self.presence_penalty != 0 or self.frequency_penalty != 0 or self.repetition_penalty != 1
+
 
 MIN_TEMPERATURE = 1e-2      # vLLM's _MAX_TEMP: smaller positive temperatures are raised to it
 MAX_TOP_K = 2**31 - 1
@@ -322,6 +386,7 @@ class EngineConfig:
     # work (Day 14). None: on for CUDA, off on CPU (where nothing runs asynchronously anyway).
     async_scheduling: bool | None = None
     step_log_size: int = 10_000       # steps kept in LLMEngine.step_log (up to twice this; oldest dropped)
+    max_logprobs: int = 20            # the largest SamplingParams.logprobs / prompt_logprobs (vLLM's default)
 
     def __post_init__(self):
         check(self.scheduler in SCHEDULERS, "scheduler", self.scheduler, f"one of {SCHEDULERS}")
@@ -346,6 +411,8 @@ class EngineConfig:
               self.async_scheduling, "None (auto), True or False")
         check(is_int(self.step_log_size) and self.step_log_size >= 0, "step_log_size",
               self.step_log_size, "an integer >= 0")
+        check(is_int(self.max_logprobs) and self.max_logprobs >= 0, "max_logprobs", self.max_logprobs,
+              "an integer >= 0")
 
 
 def is_int(x) -> bool:

@@ -61,7 +61,7 @@ def test_greedy_logprobs_match_hf(hf_cfg, device, dtype, tol, backends):
         outs = llm.generate(prompts, params, use_tqdm=False)
         outputs[backend, graphs, budget] = [o.outputs[0].token_ids for o in outs]
         for prompt, out in zip(prompts, outs):
-            tokens, ours_lp = out.outputs[0].token_ids, torch.tensor(out.outputs[0].logprobs)
+            tokens, ours_lp = out.outputs[0].token_ids, torch.tensor(out.outputs[0].token_logprobs)
             full = torch.tensor([prompt + tokens], device=device)
             with torch.no_grad():
                 hf_lp = hf(full).logits[0, len(prompt) - 1:-1].float().log_softmax(-1)   # (32, vocab)

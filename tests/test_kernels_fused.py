@@ -282,8 +282,8 @@ def test_fused_engine_equals_unfused(qk_norm, kernel_calls):
     (off, cache_off), (on, cache_on) = runs[False], runs[True]
     for a, b in zip(off, on):
         assert a.outputs[0].token_ids == b.outputs[0].token_ids
-        torch.testing.assert_close(torch.tensor(b.outputs[0].logprobs),
-                                   torch.tensor(a.outputs[0].logprobs), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(torch.tensor(b.outputs[0].token_logprobs),
+                                   torch.tensor(a.outputs[0].token_logprobs), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(cache_on, cache_off, atol=1e-5, rtol=1e-5)
     assert len({tuple(o.outputs[0].token_ids) for o in off}) > 1, "degenerate model: all outputs equal"
 

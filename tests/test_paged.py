@@ -14,13 +14,12 @@ import pytest
 import torch
 
 from course_lib.config import EngineConfig, ModelConfig, SamplingParams
-from course_lib.engine import model_runner
 from course_lib.engine.llm_engine import LLMEngine
 from course_lib.kv.kv_cache_manager import KVCacheManager
 from course_lib.kv.contiguous import ContiguousKVCache
 from course_lib.kv.paged import (PagedAttentionContext, PagedKVCache, paged_attention_ref,
                                  paged_decode_torch)
-from course_lib.layers.sampler import apply_filters, sample
+from course_lib.layers.sampler import Sampler, apply_filters, sample
 from course_lib.models.llama import LlamaModel
 from course_lib.models.loader import init_random_
 
@@ -246,11 +245,13 @@ def test_engine_step_logits_match_no_cache(model, monkeypatch):
     recomputed: the logits every step hands to the sampler == the no-cache logits at that position."""
     captured = []
 
-    def spy(logits, params, generators, *rest):
-        captured.append(logits.detach().clone())
-        return sample(logits, params, generators, *rest)
+    original = Sampler.__call__
 
-    monkeypatch.setattr(model_runner, "sample", spy)
+    def spy(self, logits, seq_ids):
+        captured.append(logits.detach().clone())
+        return original(self, logits, seq_ids)
+
+    monkeypatch.setattr(Sampler, "__call__", spy)
     engine = LLMEngine(model, None, EngineConfig(block_size=4, num_kv_blocks=14, max_num_seqs=4,
                                                  attention_backend="torch"))
     gen = torch.Generator().manual_seed(1)
@@ -293,7 +294,7 @@ def test_engine_paged_logprobs_match_no_cache(model):
         ref = uncached_logits(model, ids).log_softmax(-1)[len(o.prompt_token_ids) - 1:-1]
         expected = ref.gather(-1, torch.tensor(c.token_ids)[:, None])[:, 0]
         assert c.token_ids == ref.argmax(-1).tolist()
-        torch.testing.assert_close(torch.tensor(c.logprobs), expected, atol=ATOL, rtol=RTOL)
+        torch.testing.assert_close(torch.tensor(c.token_logprobs), expected, atol=ATOL, rtol=RTOL)
 
 
 # ---- sampler --------------------------------------------------------------------------------------

@@ -52,6 +52,17 @@ SMOL_HF = KNOWN_MODELS["smollm2-135m"][0]
     (dict(stop_token_ids=[1, 2.0]), TypeError, r"stop_token_ids must be .*\(element 2.0 of type float\)"),
     (dict(stop_token_ids=[True]), TypeError, "stop_token_ids must be .*element True of type bool"),
     (dict(stop_token_ids=[3, -1]), ValueError, r"stop_token_ids must be .*got \[3, -1\]$"),
+    (dict(prompt_logprobs=-2), ValueError, "prompt_logprobs must be None, True/False or an integer >= 0, got -2"),
+    (dict(presence_penalty=2.5), ValueError, r"presence_penalty must be in \[-2, 2\], got 2.5"),
+    (dict(frequency_penalty="1"), TypeError, r"frequency_penalty must be a number in \[-2, 2\], got '1'"),
+    (dict(repetition_penalty=0), ValueError, r"repetition_penalty must be a number > 0 \(1 means no penalty\)"),
+    (dict(repetition_penalty=math.inf), ValueError, "repetition_penalty must be .* and finite, got inf"),
+    (dict(min_tokens=17), ValueError, r"min_tokens must be an integer in \[0, max_tokens=16\], got 17"),
+    (dict(min_tokens=-1), ValueError, "min_tokens must be"),
+    (dict(stop=5), TypeError, "stop must be None, a non-empty string or a list of non-empty strings, got 5"),
+    (dict(stop=["ok", ""]), ValueError, r"stop must be .*got \['ok', ''\]"),
+    (dict(stop=["ok", 3]), TypeError, r"stop must be .*\(element 3 of type int\)"),
+    (dict(include_stop_str_in_output=1), TypeError, "include_stop_str_in_output must be True or False"),
 ])
 def test_sampling_params_rejects(kwargs, error, message):
     with pytest.raises(error, match=message):
@@ -65,7 +76,10 @@ def test_sampling_params_normalises():
     assert type(p.n) is int and type(p.temperature) is float and type(p.top_p) is float
     assert SamplingParams(stop_token_ids=(5, np.int32(6))).stop_token_ids == [5, 6]
     assert SamplingParams(top_k=MAX_TOP_K).top_k == MAX_TOP_K          # above any vocabulary: no filter
-    assert SamplingParams(logprobs=True).logprobs is True and SamplingParams(logprobs=0).logprobs == 0
+    assert SamplingParams(logprobs=True).logprobs == 0 and SamplingParams(logprobs=False).logprobs is None
+    assert SamplingParams(logprobs=5).logprobs == 5 and SamplingParams(prompt_logprobs=0).prompt_logprobs == 0
+    assert SamplingParams(stop="###").stop == ["###"] and SamplingParams(stop=None).stop == []
+    assert SamplingParams(min_tokens=16).min_tokens == 16
     assert SamplingParams(seed=0).seed == 0
 
 
@@ -105,7 +119,8 @@ def test_check_vocab():
 # --- SamplingParams: arbitrary values at every field ---------------------------------------------------
 
 FIELDS = ("n", "temperature", "top_p", "top_k", "min_p", "max_tokens", "ignore_eos", "stop_token_ids",
-          "seed", "logprobs")
+          "seed", "logprobs", "prompt_logprobs", "presence_penalty", "frequency_penalty", "repetition_penalty",
+          "min_tokens", "stop", "include_stop_str_in_output")
 SCALARS = st.one_of(
     st.integers(-3, 3), st.integers(), st.integers(-2**70, 2**70), st.sampled_from([2**31 - 1, 2**31, 2**63,
                                                                                     2**64 - 1, 2**64]),
@@ -127,7 +142,14 @@ def assert_documented(p: SamplingParams) -> None:
     assert type(p.ignore_eos) is bool
     assert type(p.stop_token_ids) is list and all(type(t) is int and t >= 0 for t in p.stop_token_ids)
     assert p.seed is None or (type(p.seed) is int and 0 <= p.seed <= MAX_SEED)
-    assert p.logprobs is None or type(p.logprobs) is bool or (type(p.logprobs) is int and p.logprobs >= 0)
+    for k in (p.logprobs, p.prompt_logprobs):
+        assert k is None or (type(k) is int and k >= 0)
+    assert type(p.presence_penalty) is float and -2 <= p.presence_penalty <= 2
+    assert type(p.frequency_penalty) is float and -2 <= p.frequency_penalty <= 2
+    assert type(p.repetition_penalty) is float and 0 < p.repetition_penalty < math.inf
+    assert type(p.min_tokens) is int and 0 <= p.min_tokens <= p.max_tokens
+    assert type(p.stop) is list and all(type(x) is str and x for x in p.stop)
+    assert type(p.include_stop_str_in_output) is bool
 
 
 def build(kwargs: dict):
@@ -157,7 +179,11 @@ def test_any_value_of_one_field(field, value):
         assert got == MIN_TEMPERATURE
     elif field == "stop_token_ids":
         assert got == ([] if value is None else list(value))
-    elif field in ("temperature", "top_p", "min_p"):
+    elif field in ("logprobs", "prompt_logprobs") and (value is None or isinstance(value, bool)):
+        assert got == {None: None, False: None, True: 0}[value]
+    elif field == "stop":
+        assert got == ([] if value is None else [value] if isinstance(value, str) else list(value))
+    elif field in ("temperature", "top_p", "min_p", "presence_penalty", "frequency_penalty", "repetition_penalty"):
         assert got == float(value) or (value != value and got != got)
     else:
         assert got == value

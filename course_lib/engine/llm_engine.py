@@ -21,6 +21,7 @@ from ..kv.paged import PagedKVCache
 from ..models.llama import LlamaModel
 from .detokenizer import IncrementalDetokenizer
 from .model_runner import ModelRunner, StepHandle
+from .profiling import phase
 from .outputs import OUTPUT_KINDS, CompletionOutput, RequestMetrics, RequestOutput, StepRecord
 from .scheduler import Scheduler, SchedulerOutput
 from .sequence import Request, Sequence
@@ -94,7 +95,7 @@ class LLMEngine:
         self.eos_token_ids = set(eos)
         self.scheduler = Scheduler(self.cfg, self.kv_manager, self.max_model_len, eos)
         self.runner = ModelRunner(model, self.cache, self.cfg.attention_backend, self.cfg.cuda_graphs,
-                                  self.cfg.max_num_seqs, self.max_model_len)
+                                  self.cfg.max_num_seqs, self.max_model_len, eos)
         self.requests: dict[str, Request] = {}
         self.step_log = StepLog(self.cfg.step_log_size)
         self.async_scheduling = (model.device.type == "cuda" if self.cfg.async_scheduling is None
@@ -103,8 +104,7 @@ class LLMEngine:
         self._seq_ids = itertools.count()
         self._request_ids = itertools.count()
         self._kind: dict[str, str] = {}               # request_id -> its output kind
-        self._detok: dict[int, IncrementalDetokenizer] = {}
-        self._sent: dict[int, int] = {}               # seq_id -> output tokens already reported
+        self._sent: dict[int, tuple[int, int]] = {}   # seq_id -> (tokens, characters) already reported
 
     # ---- requests in -------------------------------------------------------------------------
     def _prompt_ids(self, prompt) -> list[int]:
@@ -138,6 +138,14 @@ class LLMEngine:
         bad = [t for t in params.stop_token_ids if not 0 <= t < vocab]
         if bad:
             raise ValueError(f"stop_token_ids must be token ids in [0, {vocab}), got {bad[:5]}")
+        limit = min(self.cfg.max_logprobs, vocab)
+        for name in ("logprobs", "prompt_logprobs"):
+            k = getattr(params, name)
+            if k is not None and k > limit:
+                raise ValueError(f"{name} must be None or an integer in [0, {limit}] (EngineConfig."
+                                 f"max_logprobs={self.cfg.max_logprobs}), got {k}")
+        if params.stop and self.tokenizer is None:
+            raise ValueError("stop (strings) needs a tokenizer: this engine has none; use stop_token_ids")
 
     def add_request(self, prompt, params: SamplingParams | None = None, request_id: str | None = None,
                     arrival_time: float | None = None, output_kind: str = "cumulative") -> str:
@@ -172,9 +180,10 @@ class LLMEngine:
             seq = Sequence(next(self._seq_ids), request_id, i, req.prompt_token_ids, params, now,
                            generator=gen)
             req.seqs.append(seq)
-            self._sent[seq.seq_id] = 0
-            if output_kind != "final_only" and self.tokenizer is not None:
-                self._detok[seq.seq_id] = IncrementalDetokenizer(self.tokenizer)
+            self._sent[seq.seq_id] = (0, 0)
+            if self.tokenizer is not None and (output_kind != "final_only" or params.stop):
+                seq.detokenizer = IncrementalDetokenizer(self.tokenizer, params.stop,
+                                                         params.include_stop_str_in_output)
         self.requests[request_id] = req
         self._kind[request_id] = output_kind
         for seq in req.seqs:
@@ -211,11 +220,13 @@ class LLMEngine:
         If a step fails, the requests in it end with finish_reason "error" (their blocks freed, the
         error in ``RequestOutput.error``) and the others go on."""
         start = time.perf_counter()
-        sched = self.scheduler.schedule(start)
+        with phase("schedule"):
+            sched = self.scheduler.schedule(start)
         if not sched.seqs:
             # Nothing to compute (under async scheduling every token may be in flight), but blocks
             # may have been swapped out or in: the copies must still happen, or a sequence would
             # later resume from stale host blocks.
+            self.runner.update_states(sched)
             self.runner.swap(sched)
         if not sched.seqs and self._inflight is None:
             if self.scheduler.has_work():   # validate() makes this unreachable; never spin silently
@@ -241,15 +252,20 @@ class LLMEngine:
     def _complete(self, handle: StepHandle) -> list[RequestOutput]:
         """Wait for a launched step's tokens; hand them to the scheduler; build the outputs."""
         try:
-            tokens, logprobs = handle.result()
+            with phase("readback"):
+                tokens, logprobs, prompt_logprobs = handle.result()
         except Exception as e:
             return self._fail([s.seq_id for s in handle.sched.seqs], e)
         now = time.perf_counter()
-        progressed = self.scheduler.update_from_output(handle.sampled, tokens, logprobs, now)
-        self._log(handle.sched, handle.start, now)
+        with phase("update"):
+            if prompt_logprobs is not None:
+                self.scheduler.update_prompt_logprobs(*prompt_logprobs)
+            progressed = self.scheduler.update_from_output(handle.sampled, tokens, logprobs, now)
+            self._log(handle.sched, handle.start, now)
         kind = self._kind        # a final_only request has nothing to say until a sequence finishes
-        return self._outputs({s.request_id for s in progressed
-                              if s.finish_reason is not None or kind[s.request_id] != "final_only"})
+        with phase("outputs"):
+            return self._outputs({s.request_id for s in progressed
+                                  if s.finish_reason is not None or kind[s.request_id] != "final_only"})
 
     def _log(self, sched: SchedulerOutput, start: float, end: float) -> None:
         s = self.scheduler
@@ -284,22 +300,33 @@ class LLMEngine:
         return outs
 
     def _completion(self, seq: Sequence, kind: str) -> CompletionOutput:
-        ids = seq.output_token_ids
-        detok = self._detok.get(seq.seq_id)
-        if detok is not None:
-            new_text = detok.step(ids, final=seq.is_finished)
-        sent = self._sent[seq.seq_id]
-        self._sent[seq.seq_id] = len(ids)
-        logprobs = seq.output_logprobs if seq.params.logprobs else None
-        if kind == "delta":
-            return CompletionOutput(seq.index, new_text if detok else "", ids[sent:], seq.finish_reason,
-                                    None if logprobs is None else logprobs[sent:])
-        if detok is not None:
-            text = detok.text
+        ids, finished = seq.output_token_ids, seq.is_finished
+        detok = seq.detokenizer
+        if detok is not None:              # stop strings were matched by the scheduler already
+            detok.update(ids, final=finished, check_stop=False)
+            text = detok.output_text(finished)
         else:
             text = self.tokenizer.decode(ids) if self.tokenizer is not None else ""
-        return CompletionOutput(seq.index, text, list(ids), seq.finish_reason,
-                                None if logprobs is None else list(logprobs))
+        sent_ids, sent_chars = self._sent[seq.seq_id]
+        self._sent[seq.seq_id] = (len(ids), len(text))
+        logprobs = None
+        if seq.params.logprobs is not None:
+            logprobs = seq.output_logprobs[sent_ids:] if kind == "delta" else list(seq.output_logprobs)
+            self._decode_logprobs(logprobs)
+        if kind == "delta":
+            return CompletionOutput(seq.index, text[sent_chars:], ids[sent_ids:], seq.finish_reason,
+                                    logprobs, seq.stop_reason)
+        return CompletionOutput(seq.index, text, list(ids), seq.finish_reason, logprobs, seq.stop_reason)
+
+    def _decode_logprobs(self, entries: list[dict]) -> None:
+        """Fill in each Logprob's text, once (vLLM's decoded_token)."""
+        if self.tokenizer is None:
+            return
+        for entry in reversed(entries):
+            if all(lp.decoded_token is not None for lp in entry.values()):
+                break                      # older entries were decoded by an earlier output
+            for tid, lp in entry.items():
+                lp.decoded_token = self.tokenizer.decode([tid], skip_special_tokens=False)
 
     def _request_output(self, req: Request) -> RequestOutput:
         kind = self._kind[req.request_id]
@@ -317,6 +344,9 @@ class LLMEngine:
             del self.requests[req.request_id], self._kind[req.request_id]
             for s in seqs:
                 self._sent.pop(s.seq_id, None)
-                self._detok.pop(s.seq_id, None)
+        prompt_logprobs = None
+        if req.params.prompt_logprobs is not None:
+            prompt_logprobs = list(seqs[0].prompt_logprobs)
+            self._decode_logprobs(prompt_logprobs[1:])
         return RequestOutput(req.request_id, req.prompt, list(req.prompt_token_ids), outs, finished,
-                             metrics, req.error)
+                             metrics, req.error, prompt_logprobs)

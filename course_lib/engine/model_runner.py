@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
 from ..kv.paged import PagedAttentionContext, PagedKVCache, paged_attention_torch, paged_decode_torch
-from ..layers.sampler import sample
+from ..layers.sampler import SampleOutput, Sampler
 from ..models.llama import LlamaModel
+from .profiling import phase
 from .inputs import StepInputs, TokenFix, fill_rows
 from .scheduler import SchedulerOutput
 
@@ -45,7 +47,8 @@ def attention_functions(backend: str, device: torch.device):
 
 class ModelRunner:
     def __init__(self, model: LlamaModel, cache: PagedKVCache, backend: str = "auto",
-                 cuda_graphs: bool = False, max_batch: int = 1, max_model_len: int = 1):
+                 cuda_graphs: bool = False, max_batch: int = 1, max_model_len: int = 1,
+                 eos_token_ids=()):
         self.model, self.cache = model, cache
         self.device = model.device
         self.prefill_fn, self.decode_fn = attention_functions(backend, self.device)
@@ -55,6 +58,9 @@ class ModelRunner:
                 model.use_fused_kernels(True)                     # on a GPU, unless chosen already
             from ..kernels.argmax import argmax
             self.argmax = argmax
+        self.sampler = Sampler(model.cfg.vocab_size, self.device, eos_token_ids, max(1, max_batch),
+                               self.argmax)
+        self.prompt_ids_of: dict[int, tuple[list[int], int]] = {}   # seq_id -> (prompt, k): prompt_logprobs
         self.graphs = self.mixed_graphs = None
         if cuda_graphs and self.device.type == "cuda":
             from .cuda_graphs import DecodeGraphs, MixedGraphs
@@ -139,6 +145,44 @@ class ModelRunner:
         src = [prev.row_of[seq_id] for seq_id in rows_from]
         return TokenFix(list(rows_from.values()), src, prev.tokens)
 
+    def update_states(self, sched: SchedulerOutput) -> None:
+        """Sampler rows: free those of finished sequences, fill those of newly scheduled ones."""
+        for seq_id in sched.finished_seq_ids:
+            self.sampler.remove(seq_id)
+            self.prompt_ids_of.pop(seq_id, None)
+        for new in sched.new_seqs:
+            self.sampler.add(new.seq_id, new.params, new.prompt_token_ids, new.generator)
+            if new.params.prompt_logprobs is not None:
+                self.prompt_ids_of[new.seq_id] = (new.prompt_token_ids, new.params.prompt_logprobs)
+
+    def _prompt_rows(self, sched: SchedulerOutput, inp: StepInputs) -> "PromptRows | None":
+        """Rows whose logits score the next prompt token, for sequences that asked for
+        prompt_logprobs: position p of a prompt chunk predicts prompt token p + 1."""
+        rows, targets, owners, k = [], [], [], 0
+        for i, s in enumerate(sched.seqs):
+            if s.seq_id not in self.prompt_ids_of:
+                continue
+            prompt, want = self.prompt_ids_of[s.seq_id]
+            stop = min(s.start + s.num_tokens, len(prompt) - 1)
+            if stop <= s.start:
+                continue
+            offset = inp.starts[i] - s.start                  # flat row of position p: offset + p
+            rows += range(offset + s.start, offset + stop)
+            targets += prompt[s.start + 1:stop + 1]
+            owners.append((s.seq_id, s.start, stop - s.start))
+            k = max(k, want)
+        return PromptRows(rows, targets, owners, k) if rows else None
+
+    def _score_prompt(self, prompt: "PromptRows", logits: torch.Tensor) -> SampleOutput:
+        """Log-probabilities of the prompt tokens (raw, like logprobs), their ranks and the top k."""
+        lp = logits.float().log_softmax(dim=-1)                                  # (rows, V)
+        targets = self._tensor(prompt.targets, torch.long)
+        out = SampleOutput(targets, lp.gather(1, targets[:, None])[:, 0])
+        out.ranks = (lp > out.logprobs[:, None]).sum(-1) + 1
+        if prompt.k:
+            out.top_logprobs, out.top_ids = lp.topk(prompt.k, dim=-1)
+        return out
+
     def swap(self, sched: SchedulerOutput) -> None:
         """Copy blocks between the device cache and the host pool before the step reads them."""
         if sched.blocks_to_swap_out:
@@ -152,25 +196,43 @@ class ModelRunner:
 
         ``prev``: the step still in flight (async scheduling); sequences it is sampling for take
         their input token straight from its sampled tokens on the device."""
-        self.swap(sched)
-        inp, logits_rows, pending = self.prepare_inputs(sched)
-        fix = self._fixups(sched, pending, prev)
+        with phase("prepare_inputs"):
+            self.update_states(sched)
+            self.swap(sched)
+            inp, logits_rows, pending = self.prepare_inputs(sched)
+            fix = self._fixups(sched, pending, prev)
+            prompt = self._prompt_rows(sched, inp) if self.prompt_ids_of else None
+        with phase("forward"):
+            if prompt is None:
+                logits = self._logits(sched, inp, logits_rows, fix)
+            else:                        # prompt_logprobs: more rows than the graphs keep; eager
+                logits = self._eager_logits(inp, logits_rows + prompt.rows, fix)
+                logits, prompt_logits = logits[:len(logits_rows)], logits[len(logits_rows):]
+        sampled = [s for s in sched.seqs if s.sample]
+        with phase("sample"):
+            out = self.sampler(logits, [s.seq_id for s in sampled]) if sampled else None
+            scored = None if prompt is None else (prompt.owners, self._score_prompt(prompt, prompt_logits))
+            return StepHandle.start_readback(sched, sampled, out, scored)
+
+    def _logits(self, sched: SchedulerOutput, inp: StepInputs, logits_rows: list[int], fix) -> torch.Tensor:
+        """The step's logits rows: a captured decode graph, a captured mixed graph, or eager."""
         if (sched.is_decode_only and self.graphs is not None
                 and self.graphs.bucket(len(inp.ids)) is not None):
             logits = self.graphs.run(inp, fix)
             if len(logits_rows) < len(inp.ids):
                 logits = logits[self._tensor(logits_rows, torch.long)]
-        elif (self.mixed_graphs is not None and logits_rows
-              and self.mixed_graphs.bucket(len(inp.seq_lens), len(inp.ids)) is not None):
-            logits = self.mixed_graphs.run(inp, logits_rows, fix)
-        else:
-            logits = self._eager_logits(inp, logits_rows, fix)
-        sampled = [s for s in sched.seqs if s.sample]
-        if not sampled:
-            return StepHandle(sched, sampled, None, None)
-        tokens, logprobs = sample(logits, [s.params for s in sampled],
-                                  [s.generator for s in sampled], self.argmax)
-        return StepHandle.start_readback(sched, sampled, tokens, logprobs)
+            return logits
+        if (self.mixed_graphs is not None and logits_rows
+                and self.mixed_graphs.bucket(len(inp.seq_lens), len(inp.ids)) is not None):
+            return self.mixed_graphs.run(inp, logits_rows, fix)
+        return self._eager_logits(inp, logits_rows, fix)
+
+
+class PromptRows(NamedTuple):
+    rows: list[int]                      # flat rows of the step's packed tokens
+    targets: list[int]                   # the prompt token each row predicts
+    owners: list[tuple[int, int, int]]   # (seq_id, first position, number of rows), in row order
+    k: int                               # the largest prompt_logprobs among them
 
 
 @dataclass
@@ -178,8 +240,8 @@ class StepHandle:
     """A launched step: its schedule and its sampled tokens, still on the device."""
     sched: SchedulerOutput
     sampled: list                        # the ScheduledSeqs that sample, in the order of tokens
-    tokens: torch.Tensor | None          # (B_sampled,) int64; None when no sequence samples
-    logprobs: torch.Tensor | None        # (B_sampled,) float32, when some request asked
+    out: SampleOutput | None             # None when no sequence samples
+    prompt: tuple | None = None          # (owners, SampleOutput of prompt tokens): prompt_logprobs
     start: float = 0.0                   # when the engine scheduled it (for the step log)
     row_of: dict = field(default_factory=dict)   # seq_id -> its row in tokens
 
@@ -189,25 +251,38 @@ class StepHandle:
     def __post_init__(self):
         self.row_of = {s.seq_id: i for i, s in enumerate(self.sampled)}
 
+    @property
+    def tokens(self) -> torch.Tensor | None:
+        """(B_sampled,) int64 on the device (what the next step's in-flight inputs copy from)."""
+        return None if self.out is None else self.out.tokens
+
+    def _tensors(self) -> tuple:
+        empty = (None,) * 5
+        return ((self.out.tensors() if self.out is not None else empty)
+                + (self.prompt[1].tensors() if self.prompt is not None else empty))
+
     @classmethod
-    def start_readback(cls, sched, sampled, tokens, logprobs) -> "StepHandle":
+    def start_readback(cls, sched, sampled, out: SampleOutput | None, prompt=None) -> "StepHandle":
         """Queue the copy of the tokens to the host right behind this step's kernels. Read back later
         with a plain .tolist(), the copy would queue behind whatever was launched since (the next
         step, under async scheduling) and the host would wait for that too."""
-        handle = cls(sched, sampled, tokens, logprobs)
-        if tokens.device.type == "cuda":
+        handle = cls(sched, sampled, out, prompt)
+        if any(t is not None and t.device.type == "cuda" for t in handle._tensors()):
             handle.host = tuple(None if t is None else t.to("cpu", non_blocking=True)
-                                for t in (tokens, logprobs))
+                                for t in handle._tensors())
             handle.done = torch.cuda.Event()
             handle.done.record()
         return handle
 
-    def result(self) -> tuple[list[int], list[float] | None]:
+    def result(self) -> tuple[list[int], tuple | None, tuple | None]:
+        """(token ids, None or (logprobs, ranks, top ids, top logprobs) as lists with one entry per
+        token, None or (owners, (target ids, logprobs, ranks, top ids, top logprobs)) of the prompt)."""
         # the step's one host sync: the scheduler needs the tokens to decide what comes next
-        if self.tokens is None:
-            return [], None
-        tokens, logprobs = self.tokens, self.logprobs
+        tensors = self._tensors()
         if self.done is not None:
             self.done.synchronize()
-            tokens, logprobs = self.host
-        return tokens.tolist(), None if logprobs is None else logprobs.tolist()
+            tensors = self.host
+        lists = [None if t is None else t.tolist() for t in tensors]
+        tokens, logprobs = lists[0] or [], None if lists[1] is None else tuple(lists[1:5])
+        prompt = None if self.prompt is None else (self.prompt[0], tuple(lists[5:]))
+        return tokens, logprobs, prompt

@@ -12,16 +12,36 @@ OUTPUT_KINDS = ("cumulative", "delta", "final_only")
 
 
 @dataclass
+class Logprob:
+    """One token's log-probability under the model, its rank among all tokens (1 = the most
+    likely) and its text (vLLM's Logprob)."""
+    logprob: float
+    rank: int | None = None
+    decoded_token: str | None = None
+
+
+@dataclass
 class CompletionOutput:
+    """One sample of a request. ``logprobs``: per generated token a {token id: Logprob} dict (the
+    chosen token and the top ``SamplingParams.logprobs``); ``stop_reason``: the stop id or stop
+    string that ended it (None for EOS or length)."""
     index: int
     text: str
     token_ids: list[int]
     finish_reason: str | None
-    logprobs: list[float] | None = None
+    logprobs: list[dict[int, Logprob]] | None = None
+    stop_reason: int | str | None = None
 
     @property
     def finished(self) -> bool:
         return self.finish_reason is not None
+
+    @property
+    def token_logprobs(self) -> list[float] | None:
+        """The chosen tokens' log-probabilities, one float per token (course_lib's shortcut)."""
+        if self.logprobs is None:
+            return None
+        return [entry[t].logprob for t, entry in zip(self.token_ids, self.logprobs)]
 
 
 @dataclass
@@ -60,6 +80,8 @@ class RequestOutput:
     finished: bool
     metrics: RequestMetrics
     error: str | None = None            # set when the engine ended the request with finish_reason "error"
+    # SamplingParams.prompt_logprobs: [None, then per prompt token after the first {id: Logprob}]
+    prompt_logprobs: list | None = None
 
 
 @dataclass

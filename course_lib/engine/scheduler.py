@@ -30,7 +30,18 @@ from typing import NamedTuple
 
 from ..config import EngineConfig
 from ..kv.kv_cache_manager import KVCacheManager
+from .outputs import Logprob
 from .sequence import Sequence, SequenceStatus
+
+
+def logprob_entry(token: int, logprobs: tuple, i: int, k: int) -> dict:
+    """Token ``i`` of a step as vLLM reports it: {token id: Logprob} for the chosen token and the
+    ``k`` most likely ones (the chosen first; it may be among the top k too)."""
+    chosen, ranks, top_ids, top_lps = logprobs
+    entry = {token: Logprob(chosen[i], ranks[i])}
+    for rank, (tid, lp) in enumerate(zip(top_ids[i][:k], top_lps[i][:k]) if k else (), start=1):
+        entry.setdefault(tid, Logprob(lp, rank))
+    return entry
 
 
 class ScheduledSeq(NamedTuple):
@@ -49,19 +60,30 @@ class ScheduledSeq(NamedTuple):
     generator: object = None         # its torch.Generator when seeded
 
 
+class NewSeq(NamedTuple):
+    """A sequence scheduled for the first time: what the runner keeps about it until it finishes
+    (its sampler row: parameters, prompt tokens for the repetition penalty, generator)."""
+    seq_id: int
+    prompt_token_ids: list[int]
+    params: object
+    generator: object = None
+
+
 @dataclass(frozen=True)
 class SchedulerOutput:
     """The contract between the scheduler and the model runner for one step (vLLM v1's shape).
 
     seqs:                the scheduled sequences, in the order their tokens are packed
+    new_seqs:            those of them scheduled for the first time (the runner sets up their state)
     preempted_seq_ids:   pushed out this step (recompute or swap)
-    finished_seq_ids:    finished or aborted since the previous step
+    finished_seq_ids:    finished or aborted since the previous step (the runner drops their state)
     blocks_to_swap_out:  (device block, host block) pairs to copy before the step runs
     blocks_to_swap_in:   (host block, device block) pairs, copied after the swap-outs
     blocks_to_copy:      (src, dst) device block copies (copy-on-write, Day 17): empty today
     spec_token_ids:      seq_id -> draft tokens to verify (speculative decoding, Day 20): empty today
     """
     seqs: tuple[ScheduledSeq, ...] = ()
+    new_seqs: tuple[NewSeq, ...] = ()
     preempted_seq_ids: tuple[int, ...] = ()
     finished_seq_ids: tuple[int, ...] = ()
     blocks_to_swap_out: tuple[tuple[int, int], ...] = ()
@@ -148,8 +170,10 @@ class Scheduler:
                 budget -= n
         if not preempted and (self.cfg.scheduler == "continuous" or batch_was_empty):
             budget = self._admit(picked, budget, swap_in)
+        new_seqs = tuple(NewSeq(seq.seq_id, seq.prompt_token_ids, seq.params, seq.generator)
+                         for seq, _ in picked.values() if seq.first_scheduled_time is None)
         out = SchedulerOutput(
-            seqs=tuple(self._commit(seq, n, now) for seq, n in picked.values()),
+            seqs=tuple(self._commit(seq, n, now) for seq, n in picked.values()), new_seqs=new_seqs,
             preempted_seq_ids=tuple(preempted), finished_seq_ids=tuple(self._finished),
             blocks_to_swap_out=tuple(swap_out), blocks_to_swap_in=tuple(swap_in))
         self._finished = []
@@ -235,10 +259,11 @@ class Scheduler:
 
     # ---- results in ------------------------------------------------------------------------------
     def update_from_output(self, sampled: list[ScheduledSeq], tokens: list[int],
-                           logprobs: list[float] | None, now: float) -> list[Sequence]:
+                           logprobs: tuple | None, now: float) -> list[Sequence]:
         """Append each sampled token to its sequence and stop those that are done.
 
-        ``sampled``: the step's ScheduledSeqs with ``sample`` set, in the order of ``tokens``.
+        ``sampled``: the step's ScheduledSeqs with ``sample`` set, in the order of ``tokens``;
+        ``logprobs``: None, or (chosen logprobs, ranks, top ids, top logprobs), one entry per token.
         Returns the sequences that got a token. A token for a sequence that finished in the
         meantime (it stopped on the token before, or was aborted) is dropped."""
         progressed = []
@@ -248,8 +273,8 @@ class Scheduler:
                 continue
             seq.num_output_placeholders -= 1
             seq.output_token_ids.append(token)
-            if logprobs is not None and seq.params.logprobs:
-                seq.output_logprobs.append(logprobs[i])
+            if logprobs is not None and seq.params.logprobs is not None:
+                seq.output_logprobs.append(logprob_entry(token, logprobs, i, seq.params.logprobs))
             seq.token_times.append(now)
             if seq.first_token_time is None:
                 seq.first_token_time = now
@@ -259,11 +284,37 @@ class Scheduler:
             progressed.append(seq)
         return progressed
 
+    def update_prompt_logprobs(self, owners: list[tuple[int, int, int]], scored: tuple) -> None:
+        """Record prompt_logprobs: ``owners`` (seq_id, first position, rows) in row order; ``scored``
+        the rows' (target ids, logprobs, ranks, top ids, top logprobs). A position already recorded
+        (a sequence preempted by recompute computes its prompt again) is skipped."""
+        targets = scored[0]
+        row = 0
+        for seq_id, first, count in owners:
+            seq = self.live.get(seq_id)
+            if seq is not None:
+                for j in range(count):
+                    if len(seq.prompt_logprobs) == first + j + 1:    # entry p + 1 scores token p + 1
+                        seq.prompt_logprobs.append(logprob_entry(targets[row + j], scored[1:], row + j,
+                                                                 seq.params.prompt_logprobs))
+            row += count
+
     def check_stop(self, seq: Sequence, token: int) -> str | None:
-        """The one place that decides whether a sequence is done, and why."""
+        """The one place that decides whether a sequence is done, and why ("stop" or "length"; a
+        stop id or stop string is kept in ``seq.stop_reason``, vLLM's field). Before ``min_tokens``
+        only the length limits count (the sampler already kept EOS and stop ids out)."""
         p = seq.params
-        if (not p.ignore_eos and token in self.eos_token_ids) or token in p.stop_token_ids:
+        may_stop = len(seq.output_token_ids) >= p.min_tokens
+        if may_stop and not p.ignore_eos and token in self.eos_token_ids:
             return "stop"
+        if may_stop and token in p.stop_token_ids:
+            seq.stop_reason = token
+            return "stop"
+        if p.stop:                         # decode every token; match only once min_tokens is met
+            hit = seq.detokenizer.update(seq.output_token_ids, check_stop=may_stop)
+            if hit is not None:
+                seq.stop_reason = hit
+                return "stop"
         if len(seq.output_token_ids) >= p.max_tokens or seq.num_known_tokens >= self.max_model_len:
             return "length"
         return None

@@ -39,7 +39,8 @@ class Sequence:
     params: SamplingParams
     arrival_time: float
     output_token_ids: list[int] = field(default_factory=list)
-    output_logprobs: list[float] = field(default_factory=list)
+    output_logprobs: list[dict] = field(default_factory=list)   # per token: {token id: Logprob}
+    prompt_logprobs: list = field(default_factory=lambda: [None])   # [None, {id: Logprob}, ...]
     num_output_placeholders: int = 0        # sampled on the device, not yet read back (async)
     num_computed_tokens: int = 0
     status: SequenceStatus = SequenceStatus.WAITING
@@ -47,6 +48,8 @@ class Sequence:
     first_token_time: float | None = None
     finish_time: float | None = None
     finish_reason: str | None = None        # "stop", "length", "abort" or "error"
+    stop_reason: int | str | None = None    # the stop id or stop string that ended it (None: EOS)
+    detokenizer: object = None              # its IncrementalDetokenizer (streaming, stop strings)
     num_preemptions: int = 0
     token_times: list[float] = field(default_factory=list)
     generator: torch.Generator | None = None

@@ -1,37 +1,104 @@
-"""Pick the next token for every sequence of a batch, each with its own SamplingParams.
+"""Pick the next token for every sequence of a batch, each with its own SamplingParams (Day 06).
 
-Sampling uses the "exponential race": argmax(p_i / E_i) with E_i ~ Exp(1) picks token i with
+The order of operations is vLLM's:
+
+    raw logits ──► logprobs (log_softmax of the raw logits: what ``logprobs=k`` reports)
+        │
+        ├─ min_tokens: EOS and stop_token_ids to -inf while a sequence is shorter than min_tokens
+        ├─ penalties: repetition (prompt + output tokens), then frequency and presence (output tokens)
+        ├─ greedy rows: argmax here
+        └─ temperature ─► top-k ─► top-p ─► min-p ─► probabilities ─► one draw per row
+
+A draw uses the "exponential race": argmax(p_i / E_i) with E_i ~ Exp(1) picks token i with
 probability p_i, and a seeded request draws its E from its own generator, so its samples do not
 depend on which other requests share the batch.
+
+Two implementations of the same thing:
+
+- the reference (``sample``, ``apply_filters``, ``apply_penalties``): one request's parameters at a
+  time, tensors built from Python lists every call. Short, obviously right; the tests hold the fast
+  path to it.
+- ``Sampler``: the engine's. Each sequence gets a *row* in persistent device tensors when it is first
+  scheduled (its parameters, a count of every token it generated, a mask of its prompt's tokens, its
+  number of generated tokens) and keeps it until it finishes. A step gathers its rows with one index
+  tensor (reused while the batch does not change) and updates the counts on the device from the
+  sampled ids, so nothing is rebuilt from Python lists and no host sync is needed: under async
+  scheduling the next step's penalties already see the token the host has not read yet. The only
+  Python loop in a step is over *seeded* rows (one generator each, as vLLM does).
+
+Memory: the token counts are (rows, vocab) int32 and the prompt mask (rows, vocab) bool, allocated
+the first time a request asks for a penalty: 256 rows x 128k vocabulary = 128 MiB + 32 MiB.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
 import torch
 
 from ..config import SamplingParams
+
+NEG_INF = float("-inf")
+
+
+# ---- the reference: one request's parameters at a time ---------------------------------------------
+
+def apply_penalties(logits: torch.Tensor, prompt_ids: list[list[int]], output_ids: list[list[int]],
+                    params: list[SamplingParams]) -> torch.Tensor:
+    """Repetition, frequency and presence penalties, row by row from token lists (B, V) -> (B, V)."""
+    out = logits.float().clone()
+    for row, (prompt, output, p) in enumerate(zip(prompt_ids, output_ids, params)):
+        x = out[row]
+        if p.repetition_penalty != 1 and (prompt or output):
+            seen = torch.tensor(sorted(set(prompt) | set(output)), dtype=torch.long, device=x.device)
+            v = x[seen]
+            x[seen] = torch.where(v > 0, v / p.repetition_penalty, v * p.repetition_penalty)
+        if output and (p.frequency_penalty or p.presence_penalty):
+            counts = torch.bincount(torch.tensor(output, device=x.device), minlength=x.numel()).float()
+            x -= p.frequency_penalty * counts + p.presence_penalty * (counts > 0).float()
+    return out
+
+
+def mask_stop_tokens(logits: torch.Tensor, num_generated: list[int], params: list[SamplingParams],
+                     eos_token_ids) -> torch.Tensor:
+    """min_tokens: a row shorter than its min_tokens cannot pick EOS (unless ignore_eos) or a stop id."""
+    out = logits.clone()
+    for row, (n, p) in enumerate(zip(num_generated, params)):
+        if n < p.min_tokens:
+            stops = set(p.stop_token_ids) | (set() if p.ignore_eos else set(eos_token_ids))
+            if stops:
+                out[row, sorted(stops)] = NEG_INF
+    return out
 
 
 def apply_filters(logits: torch.Tensor, params: list[SamplingParams]) -> torch.Tensor:
     """Temperature, then top-k, top-p and min-p masks; returns probabilities (B, V) in float32."""
     device = logits.device
     temps = torch.tensor([p.temperature or 1.0 for p in params], device=device)
-    logits = logits.float() / temps[:, None]
-    if any(p.top_k != -1 or p.top_p < 1.0 for p in params):
+    top_k = torch.tensor([p.top_k if p.top_k != -1 else logits.shape[-1] for p in params], device=device)
+    top_p = torch.tensor([p.top_p for p in params], device=device)
+    min_p = torch.tensor([p.min_p for p in params], device=device)
+    return filter_probs(logits.float() / temps[:, None], top_k, top_p, min_p,
+                        any(p.top_k != -1 or p.top_p < 1.0 for p in params), any(p.min_p > 0 for p in params))
+
+
+def filter_probs(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor, min_p: torch.Tensor,
+                 sort: bool = True, use_min_p: bool = True) -> torch.Tensor:
+    """Tempered logits (B, V) and per-row top_k (V = off), top_p (1 = off), min_p (0 = off) to
+    probabilities (B, V). ``sort``/``use_min_p`` False skip the work when no row needs it."""
+    if sort:
         V = logits.shape[-1]
-        top_k = torch.tensor([p.top_k if p.top_k != -1 else V for p in params], device=device)
-        top_p = torch.tensor([p.top_p for p in params], device=device)
-        sorted_logits, order = logits.sort(dim=-1, descending=True)
-        rank = torch.arange(V, device=device)[None, :]
+        sorted_logits, order = logits.sort(dim=-1, descending=True)          # (B, V)
+        rank = torch.arange(V, device=logits.device)[None, :]
         # top-k first; top-p then measures mass on what top-k kept (the order vLLM and HF use):
         # drop a token once the better ones already cover top_p of the mass.
-        sorted_logits = sorted_logits.masked_fill(rank >= top_k[:, None], float("-inf"))
+        sorted_logits = sorted_logits.masked_fill(rank >= top_k[:, None], NEG_INF)
         sorted_probs = sorted_logits.softmax(dim=-1)
         drop = (sorted_probs.cumsum(-1) - sorted_probs) > top_p[:, None]
-        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
-        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+        sorted_logits = sorted_logits.masked_fill(drop, NEG_INF)
+        logits = torch.full_like(logits, NEG_INF).scatter(-1, order, sorted_logits)
     probs = logits.softmax(dim=-1)
-    if any(p.min_p > 0 for p in params):
-        min_p = torch.tensor([p.min_p for p in params], device=device)
+    if use_min_p:
         probs = probs.masked_fill(probs < min_p[:, None] * probs.max(-1, keepdim=True).values, 0.0)
         probs = probs / probs.sum(-1, keepdim=True)
     return probs
@@ -39,8 +106,8 @@ def apply_filters(logits: torch.Tensor, params: list[SamplingParams]) -> torch.T
 
 def sample(logits: torch.Tensor, params: list[SamplingParams], generators: list[torch.Generator | None],
            argmax=None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Returns (token ids (B,), their log-probabilities under the unmodified model distribution (B,)),
-    the second None when no request asked for logprobs (a log-softmax over B x vocab is not free).
+    """The reference sampler without penalties: (token ids (B,), their log-probabilities under the
+    unmodified model distribution (B,) or None when no request asked for logprobs).
 
     ``argmax``: the greedy pick, (B, V) -> (B,); default torch's (the engine passes the Triton one
     of course_lib/kernels/argmax.py on a GPU, same result, faster at small batch)."""
@@ -54,6 +121,212 @@ def sample(logits: torch.Tensor, params: list[SamplingParams], generators: list[
             if generators[i] is not None:
                 race[row].exponential_(generator=generators[i])
         tokens[idx] = (probs / race).argmax(dim=-1)
-    if not any(p.logprobs for p in params):
+    if all(p.logprobs is None for p in params):
         return tokens, None
     return tokens, logits.float().log_softmax(dim=-1).gather(-1, tokens[:, None])[:, 0]
+
+
+# ---- the engine's batched sampler ---------------------------------------------------------------------
+
+@dataclass
+class SampleOutput:
+    """One step's draws, still on the device: (B,) ids, and when any row asked for logprobs, the
+    chosen ids' log-probabilities and ranks (1 = the most likely) and the top ``K`` of every row
+    (K = the largest ``logprobs`` among the live rows; a row uses its own first k)."""
+    tokens: torch.Tensor
+    logprobs: torch.Tensor | None = None       # (B,) float32
+    ranks: torch.Tensor | None = None          # (B,) int64
+    top_ids: torch.Tensor | None = None        # (B, K) int64
+    top_logprobs: torch.Tensor | None = None   # (B, K) float32
+
+    def tensors(self) -> tuple:
+        return (self.tokens, self.logprobs, self.ranks, self.top_ids, self.top_logprobs)
+
+
+# columns of the float parameter table
+TEMP, TOP_P, MIN_P, PRESENCE, FREQUENCY, REPETITION = range(6)
+
+
+class Sampler:
+    """Batched sampling with per-sequence state kept on the device across steps (see the module
+    docstring). ``add`` a sequence when it is first scheduled, ``remove`` it when it finishes, and
+    call the sampler with a step's logits (B, V) and the seq ids of its rows."""
+
+    def __init__(self, vocab_size: int, device, eos_token_ids=(), capacity: int = 8, argmax=None):
+        self.vocab_size, self.device = vocab_size, torch.device(device)
+        self.eos_token_ids = sorted(set(eos_token_ids))
+        self.argmax = argmax
+        self.row_of: dict[int, int] = {}                  # seq_id -> row
+        self.params: dict[int, SamplingParams] = {}       # row -> its params
+        self.generators: dict[int, torch.Generator] = {}  # row -> its generator (seeded rows)
+        self.capacity = 0
+        self.free_rows: list[int] = []
+        self._floats = np.zeros((0, 6), np.float32)       # host copies, uploaded when they change
+        self._ints = np.zeros((0, 2), np.int64)           # top_k (V = off), min_tokens
+        self.floats = self.ints = None
+        self.num_generated = torch.zeros(0, dtype=torch.int32, device=self.device)
+        self.counts = None                                # (capacity, V) int32 once a penalty is asked
+        self.prompt_mask = None                           # (capacity, V) bool, the same
+        self.stop_ids = None                              # (capacity, S) int64 once min_tokens is asked
+        self._dirty = True
+        self._last_ids: list[int] | None = None
+        self._rows = self._seeded = None
+        self._grow(capacity)
+
+    # ---- rows --------------------------------------------------------------------------------------
+    def _grow(self, capacity: int) -> None:
+        """Room for ``capacity`` rows; existing rows keep their state (a rare event: the engine starts
+        with max_num_seqs rows, and only preempted-but-unfinished sequences push past it)."""
+        old = self.capacity
+        self.free_rows = list(range(capacity - 1, old - 1, -1)) + self.free_rows
+        self._floats = np.vstack([self._floats, np.zeros((capacity - old, 6), np.float32)])
+        self._ints = np.vstack([self._ints, np.zeros((capacity - old, 2), np.int64)])
+
+        def grown(t: torch.Tensor | None) -> torch.Tensor | None:
+            if t is None:
+                return None
+            new = torch.zeros((capacity, *t.shape[1:]), dtype=t.dtype, device=t.device)
+            new[:old] = t
+            return new
+        self.num_generated = grown(self.num_generated)
+        self.counts, self.prompt_mask, self.stop_ids = map(grown, (self.counts, self.prompt_mask,
+                                                                  self.stop_ids))
+        self.capacity = capacity
+        self._dirty = True
+
+    def add(self, seq_id: int, params: SamplingParams, prompt_ids: list[int],
+            generator: torch.Generator | None = None) -> None:
+        """Give a newly scheduled sequence a row and write its parameters there."""
+        if not self.free_rows:
+            self._grow(2 * self.capacity)
+        row = self.free_rows.pop()
+        self.row_of[seq_id], self.params[row] = row, params
+        if generator is not None:
+            self.generators[row] = generator
+        self._floats[row] = (params.temperature, params.top_p, params.min_p, params.presence_penalty,
+                             params.frequency_penalty, params.repetition_penalty)
+        stops = self._stop_ids(params)
+        top_k = self.vocab_size if params.top_k == -1 else min(params.top_k, self.vocab_size)
+        self._ints[row] = (top_k, params.min_tokens if stops else 0)
+        self.num_generated[row] = 0
+        if params.has_penalties:
+            if self.counts is None:
+                self.counts = torch.zeros(self.capacity, self.vocab_size, dtype=torch.int32, device=self.device)
+                self.prompt_mask = torch.zeros(self.capacity, self.vocab_size, dtype=torch.bool,
+                                               device=self.device)
+            self.counts[row] = 0
+            self.prompt_mask[row] = False
+            if params.repetition_penalty != 1 and prompt_ids:
+                self.prompt_mask[row, torch.tensor(prompt_ids, device=self.device)] = True
+        if params.min_tokens and stops:
+            width = max(len(stops), 0 if self.stop_ids is None else self.stop_ids.shape[1])
+            if self.stop_ids is None or self.stop_ids.shape[1] < width:
+                wider = torch.zeros(self.capacity, width, dtype=torch.long, device=self.device)
+                if self.stop_ids is not None:
+                    wider[:, :self.stop_ids.shape[1]] = self.stop_ids
+                    wider[:, self.stop_ids.shape[1]:] = self.stop_ids[:, :1]   # repeats change nothing
+                self.stop_ids = wider
+            padded = stops + [stops[0]] * (width - len(stops))   # a repeated id masks nothing new
+            self.stop_ids[row] = torch.tensor(padded, device=self.device)
+        self._dirty = True
+
+    def _stop_ids(self, params: SamplingParams) -> list[int]:
+        eos = [] if params.ignore_eos else self.eos_token_ids
+        return sorted(set(params.stop_token_ids) | set(eos))
+
+    def remove(self, seq_id: int) -> None:
+        row = self.row_of.pop(seq_id, None)
+        if row is None:
+            return
+        del self.params[row]
+        self.generators.pop(row, None)
+        self.free_rows.append(row)
+        self._dirty = True
+
+    def _refresh(self) -> None:
+        """Upload the parameter tables and recompute which stages any live row needs (a batch
+        change only; steady decoding skips this)."""
+        self.floats = torch.from_numpy(self._floats).to(self.device)
+        self.ints = torch.from_numpy(self._ints).to(self.device)
+        ps = list(self.params.values())
+        self.any_random = any(not p.greedy for p in ps)
+        self.any_greedy = any(p.greedy for p in ps)
+        self.any_sort = any(not p.greedy and (p.top_k != -1 or p.top_p < 1) for p in ps)
+        self.any_min_p = any(not p.greedy and p.min_p > 0 for p in ps)
+        self.any_penalty = any(p.has_penalties for p in ps)
+        self.any_min_tokens = self.stop_ids is not None and any(p.min_tokens for p in ps)
+        wanted = [p.logprobs for p in ps if p.logprobs is not None]
+        self.max_logprobs = max(wanted) if wanted else None
+        self._last_ids = None                               # the seeded rows may have changed
+        self._dirty = False
+
+    def _step_rows(self, seq_ids: list[int]) -> torch.Tensor:
+        """The rows of this step as a device index (reused while the batch stays the same)."""
+        if seq_ids != self._last_ids:
+            rows = [self.row_of[i] for i in seq_ids]
+            self._rows = torch.tensor(rows, dtype=torch.long).to(self.device, non_blocking=True)
+            self._seeded = [(i, self.generators[r]) for i, r in enumerate(rows) if r in self.generators]
+            self._last_ids = list(seq_ids)
+        return self._rows
+
+    # ---- one step ----------------------------------------------------------------------------------
+    def __call__(self, logits: torch.Tensor, seq_ids: list[int]) -> SampleOutput:
+        """Sample one token per row of ``logits`` (B, V); row i belongs to sequence ``seq_ids[i]``."""
+        if self._dirty:
+            self._refresh()
+        rows = self._step_rows(seq_ids)
+        x = self._process(logits, rows)
+        tokens = x.argmax(dim=-1) if self.argmax is None else self.argmax(x)
+        if self.any_random:
+            f = self.floats[rows]                                                   # (B, 6)
+            temp = f[:, TEMP]
+            greedy = temp == 0
+            tempered = x.float() / torch.where(greedy, 1.0, temp)[:, None]
+            probs = filter_probs(tempered, self.ints[rows, 0], f[:, TOP_P], f[:, MIN_P],
+                                 self.any_sort, self.any_min_p)
+            race = torch.empty_like(probs).exponential_()
+            for i, gen in self._seeded:           # a seeded row draws from its own stream
+                race[i].exponential_(generator=gen)
+            drawn = (probs / race).argmax(dim=-1)
+            tokens = torch.where(greedy, tokens, drawn) if self.any_greedy else drawn
+        self._record(rows, tokens)
+        out = SampleOutput(tokens)
+        if self.max_logprobs is not None:
+            lp = logits.float().log_softmax(dim=-1)                                # raw logprobs
+            out.logprobs = lp.gather(1, tokens[:, None])[:, 0]
+            out.ranks = (lp > out.logprobs[:, None]).sum(-1) + 1
+            if self.max_logprobs:
+                out.top_logprobs, out.top_ids = lp.topk(self.max_logprobs, dim=-1)
+        return out
+
+    def processed_logits(self, logits: torch.Tensor, seq_ids: list[int]) -> torch.Tensor:
+        """The logits the draw starts from (min_tokens masks and penalties applied), for tests and
+        the notebook; a step does the same inside ``__call__``."""
+        if self._dirty:
+            self._refresh()
+        return self._process(logits, self._step_rows(seq_ids))
+
+    def _process(self, logits: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        x = logits
+        if self.any_min_tokens:
+            active = self.num_generated[rows] < self.ints[rows, 1]                  # (B,)
+            ids = self.stop_ids[rows]                                               # (B, S)
+            x = x.float().scatter(1, ids, torch.where(active[:, None], NEG_INF, x.float().gather(1, ids)))
+        if self.any_penalty:
+            x = self._penalize(x.float(), rows)
+        return x
+
+    def _penalize(self, x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        f = self.floats[rows]
+        counts = self.counts[rows]                                                  # (B, V)
+        rep = f[:, REPETITION, None]
+        seen = (counts > 0) | self.prompt_mask[rows]
+        x = torch.where(seen, torch.where(x > 0, x / rep, x * rep), x)
+        return x - f[:, FREQUENCY, None] * counts - f[:, PRESENCE, None] * (counts > 0)
+
+    def _record(self, rows: torch.Tensor, tokens: torch.Tensor) -> None:
+        """Device-side history for the next steps: one more token per row, and its count."""
+        self.num_generated.index_add_(0, rows, torch.ones_like(rows, dtype=torch.int32))
+        if self.counts is not None:
+            self.counts.index_put_((rows, tokens), torch.ones_like(tokens, dtype=torch.int32),
+                                   accumulate=True)
