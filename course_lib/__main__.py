@@ -2,7 +2,7 @@
 
     generate   run one prompt through one model; print the text, or one JSON object with --json
     demo       the embedded model answers a few questions, then static vs continuous batching
-    bench      one workload through several systems (ours and HF's); a table and a JSON file
+    bench      run a benchmark (serving, suite, kernels, ...; `bench --help` lists them); one report each
     report     the README's performance table and data/results/perf.png, from data/results/*.json
     exercises  the learner's copies of the notebooks, each exercise's body replaced by a stub
     notebooks  --sync-setup: write the one shared setup cell into every notebook
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
@@ -130,7 +129,7 @@ def demo_completions(model, tok, args) -> None:
 
 
 def demo_batching(model, tok, args) -> None:
-    from .perf.bench import demo_batching as run
+    from .perf.benchmarks.serving import demo_batching as run
     run(model, tok, args)
 
 
@@ -152,49 +151,6 @@ def cmd_demo(args) -> int:
         part(model, tok, args)
     print(f"demo done in {time.perf_counter() - t0:.1f} s")
     return 0
-
-
-def check_bench_args(args) -> None:
-    """bench's flags, checked before anything loads: a bad value used to reach the engine and show up
-    as a failed system in the table, with exit code 0."""
-    from .perf.bench import SYSTEMS, _per_hf_system
-    from .perf.workloads import WORKLOADS
-
-    def positive(flag, value, what="an integer >= 1", real=False):
-        ok = value is None or (value > 0 and (not real or math.isfinite(value)))
-        if not ok:
-            raise InputError(f"{flag} must be {what}, got {value!r}")
-
-    for flag, value in (("--max-num-seqs", args.max_num_seqs), ("--num-requests", args.num_requests),
-                        ("--max-num-batched-tokens", args.max_num_batched_tokens),
-                        ("--hf-batch-size", args.hf_batch_size), ("--cap", args.cap)):
-        positive(flag, value)
-    positive("--kv-memory-gb", args.kv_memory_gb, "a positive, finite number of GiB", real=True)
-    positive("--hf-time-limit-s", args.hf_time_limit_s, "a positive, finite number of seconds", real=True)
-    positive("--time-budget-s", args.time_budget_s, "a positive, finite number of seconds", real=True)
-    try:
-        _per_hf_system(args.hf_num_requests)
-    except ValueError as e:
-        raise InputError(f"--hf-num-requests: {e}") from None
-    if args.suite:
-        return
-    if args.workload not in WORKLOADS:
-        raise InputError(f"--workload must be one of {sorted(WORKLOADS)}, got {args.workload!r}")
-    systems = [s.strip() for s in args.systems.split(",") if s.strip()]
-    if not systems or any(s not in SYSTEMS for s in systems):   # perf/bench.py's wording
-        raise InputError(f"--systems: systems must be chosen from {list(SYSTEMS)} (comma-separated, at "
-                         f"least one), got {args.systems!r}")
-    try:
-        device_dtype(args.device, args.dtype)
-        resolve_model(args.model, need_weights=not args.random_weights)
-    except (ValueError, OSError) as e:
-        raise InputError(str(e)) from None
-
-
-def cmd_bench(args) -> int:
-    from .perf.bench import cmd_bench as run
-    check_bench_args(args)
-    return run(args)
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None):
@@ -225,16 +181,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device_args(d)
     d.set_defaults(func=cmd_demo)
 
-    from .perf.bench import add_bench_parser
-    add_bench_parser(sub)
-    _add_device_args(sub.choices["bench"])
-    sub.choices["bench"].set_defaults(func=cmd_bench)      # perf/bench.py's, behind the door checks
+    from .perf.benchmarks import add_bench_parser        # `bench <name>`: perf/benchmarks/
+    add_bench_parser(sub, device_args=_add_device_args)
     from .perf.report import add_report_parser
     add_report_parser(sub)
     from .exercises import add_exercises_parser
     add_exercises_parser(sub)
     from .notebook_setup import add_notebooks_parser
     add_notebooks_parser(sub)
+    from .perf.profile import add_profile_parser
+    add_profile_parser(sub)
     return parser
 
 

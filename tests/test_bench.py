@@ -1,8 +1,11 @@
-"""The bench plumbing on a tiny workload: every system serves every request, counts only requested
-tokens, and the JSON carries the context a number needs (device, versions, model, workload, roofline).
-The workload floor against schedules worked out by hand, the HF time guards, the suite's and report's
-command lines, and the README's performance section against data/results/ (stale -> this file fails)."""
+"""The serving bench on a tiny workload: every system serves every request, counts only requested
+tokens, and the report carries the context a number needs (device, versions, model, workload,
+roofline). The workload floor against schedules worked out by hand; the HF peers' time guards (hf-cb
+reports a partial run, never an empty row), hf-static-compile's compiled path against the eager one;
+what a CPU run will cost; the rate sweep's flags; the suite's and report's command lines, and the
+README's performance section against data/results/ (stale -> this file fails)."""
 import json
+import re
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,13 +16,13 @@ import torch
 from course_lib.__main__ import main
 from course_lib.config import ModelConfig
 from course_lib.models.registry import KNOWN_MODELS
-from course_lib.perf import peers
-from course_lib.perf.bench import parse_hf_num_requests, run_bench
+from course_lib.perf import peers, workloads
+from course_lib.perf.benchmarks import cost, serving
+from course_lib.perf.benchmarks.serving import parse_hf_num_requests, run_bench
 from course_lib.perf.floor import workload_floor
 from course_lib.perf.metrics import RequestTiming, summarize
 from course_lib.perf.report import END, START, load_reports, run_report
-from course_lib.perf.suite import device_slug
-from course_lib.perf.workloads import anyscale, make_workload, nanovllm
+from course_lib.perf.workloads import BenchRequest, Workload, anyscale, make_workload, nanovllm
 
 ROOT = Path(__file__).resolve().parents[1]
 # vocab V=10, hidden d=4, MLP f=8, L=1, H=2, KVH=1, D=2: P_mm = 184 weights (tests/test_perf.py),
@@ -93,8 +96,9 @@ def test_bench_runs_every_system(tmp_path):
     report = run_bench("nanovllm-cpu", ["hf-static", "static", "continuous"], model="smollm2-135m",
                        random_weights=True, max_num_seqs=2, json_path=str(path), log=lambda *a: None,
                        workload_overrides=dict(num_requests=3, min_len=4, max_len=9),
-                       hf_num_requests={"hf-static": 2})
+                       hf_num_requests={"hf-static": 2}, show_progress=False)
     saved = json.loads(path.read_text())
+    assert saved["benchmark"] == "serving" and saved["device"]["type"] == "cpu" and saved["command"] is None
     assert saved["results"].keys() == {"hf-static", "static", "continuous"}
     expected = saved["workload"]["output_tokens"]
     for system, r in saved["results"].items():
@@ -122,7 +126,7 @@ def test_bench_runs_every_system(tmp_path):
 
 TINY_HF = dict(model_type="llama", vocab_size=256, hidden_size=32, intermediate_size=64,
                num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=8,
-               max_position_embeddings=512)
+               max_position_embeddings=8192)
 
 
 @pytest.fixture(scope="module")
@@ -149,48 +153,184 @@ def test_hf_static_guard_keeps_whole_batches(tiny_hf, monkeypatch):
     assert [t.output_tokens for t in timings] == [r.max_tokens for r in wl.requests[:2]] and wall > 0
 
 
-def test_hf_cb_guard_cancels_what_is_left():
-    class Manager:                               # transformers' manager, reduced to what run_hf_cb calls
-        def __init__(self):
-            self.added, self.cancelled, self.hard_stopped = [], [], False
+class FakeResult:
+    def __init__(self, rid, tokens):
+        self.request_id, self.generated_tokens, self.timestamps, self.error = rid, [7] * tokens, [0.0], None
 
-        def add_request(self, ids, request_id, **kw):
-            self.added.append(request_id)
+    def is_finished(self):
+        return True
 
-        def get_result(self, timeout=None):
-            time.sleep(min(timeout, 0.01))
-            return None
 
-        def is_running(self):
-            return True
+class FakeManager:                             # transformers' manager, reduced to what run_hf_cb calls
+    def __init__(self, finishing=()):
+        self.added, self.cancelled, self.hard_stopped, self.finishing = [], [], False, list(finishing)
 
-        def cancel_request(self, request_id):
-            self.cancelled.append(request_id)
+    def add_request(self, ids, request_id, **kw):
+        self.added.append(request_id)
 
-        def stop(self, block=True, timeout=None, hard_stop=False):
-            self.hard_stopped = hard_stop
+    def get_result(self, timeout=None):
+        if self.finishing:
+            return self.finishing.pop(0)
+        time.sleep(min(timeout, 0.01))
+        return None
 
+    def is_running(self):
+        return True
+
+    def cancel_request(self, request_id):
+        self.cancelled.append(request_id)
+
+    def stop(self, block=True, timeout=None, hard_stop=False):
+        self.hard_stopped = hard_stop
+
+
+def fake_cb_model(mgr):
     class Model:
-        mgr = Manager()
-
         @contextmanager
         def continuous_batching_context_manager(self, **kw):
-            yield self.mgr
+            yield mgr
+    return Model()
+
+
+def test_hf_cb_guard_cancels_what_is_left():
     wl = make_workload("nanovllm-cpu", 256, num_requests=3, min_len=4, max_len=12)
-    with pytest.raises(TimeoutError, match="only 0 of 3 requests"):
-        peers.run_hf_cb(Model(), wl, deadline=time.perf_counter() + 0.05)
-    assert Model.mgr.cancelled == Model.mgr.added == ["0", "1", "2"] and Model.mgr.hard_stopped
+    mgr = FakeManager()
+    with pytest.raises(TimeoutError, match="none of 3 requests finished"):
+        peers.run_hf_cb(fake_cb_model(mgr), wl, deadline=time.perf_counter() + 0.05)
+    assert mgr.cancelled == mgr.added == ["0", "1", "2"] and mgr.hard_stopped
+
+
+def test_hf_cb_guard_reports_what_finished_as_partial():
+    wl = make_workload("nanovllm-cpu", 256, num_requests=3, min_len=4, max_len=12)
+    mgr = FakeManager([FakeResult("2", 5), FakeResult("0", 3)])
+    res = peers.run_hf_cb(fake_cb_model(mgr), wl, deadline=time.perf_counter() + 0.2)
+    assert mgr.cancelled == ["1"] and res.served == [0, 2]
+    assert [t.output_tokens for t in res.timings] == [3, 5]
+    p = res.figures["partial"]
+    assert (p["finished"], p["submitted"]) == (2, 3) and p["guard_s"] == pytest.approx(res.wall_s)
+    assert 0.15 < res.wall_s < 5, "the run ends at the guard, not when the last request would"
+
+
+@pytest.fixture
+def tiny_engine_model():
+    from course_lib.models.llama import LlamaModel
+    from course_lib.models.loader import init_random_
+    cfg = ModelConfig(vocab_size=256, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4,
+                      num_kv_heads=2, head_dim=8, max_position_embeddings=8192)
+    model = LlamaModel(cfg)
+    init_random_(model, 0)
+    return model.eval()
+
+
+RATES = dict(copy_gb_per_s=10.0, matmul_tflops=0.1, matmul_dtype="float32", measure_s=0.0)
+
+
+def test_hf_cb_cut_by_its_guard_is_a_partial_row_not_a_failure(tiny_hf, tiny_engine_model, monkeypatch, tmp_path):
+    """A real (tiny) transformers continuous batching run whose time guard passes while one long
+    request runs: the three short ones finished, so the row reports them, marked partial, and the
+    README table says so."""
+    reqs = [BenchRequest([1, 2, 3, 4], 2)] * 3 + [BenchRequest([5, 6, 7], 6000)]
+    monkeypatch.setitem(workloads.WORKLOADS, "short-and-long", lambda vocab, **kw: Workload("short-and-long", reqs,
+                                                                                            dict(num_requests=4)))
+    monkeypatch.setattr(serving, "build_peer", lambda *a: tiny_hf)
+    path = tmp_path / "results" / "cpu_short-and-long_tiny.json"
+    report = run_bench("short-and-long", ["hf-cb"], model="tiny", loaded=tiny_engine_model, rates=RATES,
+                       hf_time_limit_s=1.5, json_path=str(path), log=lambda *a: None, show_progress=False)
+    r = report["results"]["hf-cb"]
+    assert "error" not in r, r
+    assert r["partial"]["finished"] == r["num_requests"] == 3 and r["partial"]["submitted"] == 4
+    assert r["output_tokens"] == 6 and r["output_tok_per_s"] == pytest.approx(6 / r["wall_time_s"])
+    assert r["wall_time_s"] < 10, "cancelled at the guard"
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{START}\n{END}\n")
+    assert run_report(path.parent, readme, plot=False, log=lambda *a: None) == 0
+    assert re.search(r"\| hf-cb \| .* \| partial: 3 of 4 finished in its \d+ s guard \|", readme.read_text())
+
+
+def test_hf_static_compile_compiles_and_matches_eager(tiny_hf, monkeypatch):
+    """hf-static-compile on the CPU with dynamo's eager backend (the graphs are captured, nothing is
+    code-generated: seconds): it records that it compiled, its batch-1 timings, and generates the
+    same tokens as plain generate on the same padded batch."""
+    from transformers import StoppingCriteriaList
+    monkeypatch.setitem(peers.COMPILE, "cpu", dict(backend="eager"))
+    monkeypatch.setattr(peers, "BATCH1_TOKENS", 8)
+    wl = make_workload("nanovllm-cpu", 256, num_requests=3, min_len=4, max_len=12)
+    res = peers.run_peer("hf-static-compile", tiny_hf, wl, 3)
+    assert [t.output_tokens for t in res.timings] == [r.max_tokens for r in wl.requests]
+    c, b = res.figures["compile"], res.figures["batch1"]
+    assert c["compiled"] and c["graphs"] > 0 and c["shapes"] == 1 and c["config"]["backend"] == "eager"
+    assert c["graphs_during_timed_run"] == 0, "every shape was compiled before the clock started"
+    assert b["ms_per_token_eager"] > 0 and b["speedup"] == pytest.approx(b["ms_per_token_eager"] / b["ms_per_token_compiled"])
+    [(_, ids, mask, width, new, new_rounded)] = list(peers._batches(wl, 3, peers.PAD_TO))
+    cc = peers.compile_config_for("cpu")
+    with torch.inference_mode():
+        fast = tiny_hf.generate(ids, attention_mask=mask, generation_config=peers._generation_config(new, new_rounded, cc),
+                                stopping_criteria=StoppingCriteriaList([peers._StopAfter(width + new)]))
+        ref = tiny_hf.generate(ids, attention_mask=mask, generation_config=peers._generation_config(new, new))
+    assert torch.equal(fast[:, width:width + new], ref[:, width:width + new])
+
+
+# ---- what a CPU run will cost -----------------------------------------------------------------------
+def test_computed_tokens_count_the_padding_of_static_batches():
+    lengths = [(3, 1), (5, 4), (2, 2)]                   # batches of 2: [(3,1),(5,4)] and [(2,2)]
+    assert cost.computed_tokens("continuous", lengths, 2) == 4 + 9 + 4
+    assert cost.computed_tokens("hf-static", lengths, 2) == 2 * (5 + 4) + 1 * (2 + 2)
+    assert cost.computed_tokens("hf-static-compile", lengths, 2) == cost.computed_tokens("hf-static", lengths, 2)
+
+
+def test_check_cost_refuses_a_long_cpu_run_and_says_what_to_do():
+    est = dict(seconds={"hf-static": 3000.0, "continuous": 900.0}, total_s=3900.0, forward_tok_per_s=300.0)
+    lines = []
+    with pytest.raises(cost.TooSlow, match=r"about 65 min.*--workload anyscale-cpu.*--allow-slow"):
+        cost.check_cost(est, "anyscale", allow_slow=False, log=lines.append)
+    assert lines and "hf-static ~50 min" in lines[0], "the estimate is printed up front"
+    cost.check_cost(est, "anyscale", allow_slow=True, log=lines.append)        # runs
+    cost.check_cost(dict(est, total_s=10.0), "anyscale", allow_slow=False, log=lines.append)
+
+
+def test_gpu_sized_workload_on_a_cpu_is_refused_before_it_runs(capsys):
+    t0 = time.perf_counter()
+    assert main(["bench", "--workload", "anyscale", "--device", "cpu", "--random-weights",
+                 "--systems", "continuous"]) == 2
+    out = capsys.readouterr()
+    assert "estimated cost on this CPU" in out.out
+    assert "--allow-slow" in out.err and "--workload anyscale-cpu" in out.err and out.err.startswith("error: ")
+    assert time.perf_counter() - t0 < 120
+
+
+# ---- the rate sweep ---------------------------------------------------------------------------------
+def test_request_rate_flags_reach_the_load_generator(tiny_engine_model, monkeypatch, tmp_path):
+    import course_lib.models.loader as loader
+    import course_lib.perf.loadgen as loadgen
+    seen = {}
+
+    def fake_sweep(llm, workload, rates, **kw):
+        seen.update(kw, rates=rates, requests=len(workload.requests), scheduler=llm.engine.cfg.scheduler)
+        return dict(points=[dict(rate=r) for r in rates], slo=dict(ttft_s=kw.get("slo_ttft_s")))
+    monkeypatch.setattr(loadgen, "rate_sweep", fake_sweep)
+    monkeypatch.setattr(loader, "load_model", lambda *a, **kw: tiny_engine_model)
+    argv = ["bench", "--request-rate", "0.5,2", "--arrival", "gamma", "--burstiness", "0.5", "--slo-ttft-ms", "250",
+            "--slo-tpot-ms", "40", "--workload", "nanovllm-cpu", "--num-requests", "3", "--random-weights",
+            "--json-dir", str(tmp_path)]
+    assert main(argv) == 0
+    assert seen == dict(rates=[0.5, 2.0], arrival="gamma", burstiness=0.5, slo_ttft_s=0.25, slo_tpot_s=0.04, seed=0,
+                        progress=True, requests=3, scheduler="continuous")
+    [path] = tmp_path.glob("*.json")
+    assert path.name == "cpu_rates-nanovllm-cpu_smollm2-135m.json"
+    report = json.loads(path.read_text())
+    assert report["benchmark"] == "rate_sweep" and [p["rate"] for p in report["points"]] == [0.5, 2.0]
+    assert report["command"] is None and report["model"]["name"] == "smollm2-135m" and report["system"] == "continuous"
 
 
 def test_suite_guard_fails_the_peer_and_keeps_the_engine(tmp_path, monkeypatch):
     """A suite whose budget is already spent: hf-static is cut at its first step and recorded as a
     TimeoutError; the engine's run (never guarded) stands, in the file the suite names."""
-    from course_lib.perf import suite
+    from course_lib.perf.benchmarks import suite
     tiny = dict(device="cpu", workload="nanovllm-cpu", models=("smollm2-135m",),
                 systems=("continuous", "hf-static"), random_weights=True, max_num_seqs=2,
                 workload_overrides=dict(num_requests=2, min_len=4, max_len=8), budget_s=1e-3)
     monkeypatch.setitem(suite.SUITES, "tiny", tiny)
-    [report] = suite.run_suite("tiny", str(tmp_path), log=lambda *a: None)
+    [report] = suite.run_suite("tiny", str(tmp_path), log=lambda *a: None, show_progress=False)
     saved = json.loads((tmp_path / "cpu_nanovllm-cpu_smollm2-135m.json").read_text())
     assert saved["results"] == report["results"]
     assert saved["results"]["hf-static"]["error"].startswith("TimeoutError: hf-static")
@@ -216,13 +356,6 @@ def test_bench_rejects_bad_input_before_loading(capsys):
     if not torch.cuda.is_available():
         assert main(["bench", "--suite", "gpu"]) == 2
         assert "needs a CUDA device" in capsys.readouterr().err
-
-
-@pytest.mark.parametrize("name,slug", [("NVIDIA H100 80GB HBM3", "h100"), ("NVIDIA H200", "h200"),
-                                       ("NVIDIA A100-SXM4-80GB", "a100"), ("NVIDIA L4", "l4"),
-                                       ("NVIDIA GeForce RTX 4090", "geforce-rtx-4090")])
-def test_device_slug(name, slug):
-    assert device_slug(name) == slug
 
 
 # ---- the README's performance section ----------------------------------------------------------------
@@ -269,9 +402,9 @@ def test_warm_up_covers_block_table_widths_divisible_by_16_and_not(monkeypatch):
     of 16 (alone) and one that is not (with a second sequence), and fit a small engine."""
     from course_lib.engine.llm import LLM
     from course_lib.models.llama import LlamaModel
-    from course_lib.perf.bench import warm_up
+    from course_lib.perf.benchmarks.serving import warm_up
     seen = []
-    monkeypatch.setattr(LLM, "generate", lambda self, prompts, params: seen.append([len(p) for p in prompts]))
+    monkeypatch.setattr(LLM, "generate", lambda self, prompts, params, **kw: seen.append([len(p) for p in prompts]))
     cfg = ModelConfig(vocab_size=50, hidden_size=16, intermediate_size=32, num_layers=1, num_heads=2,
                       num_kv_heads=1, head_dim=8, max_position_embeddings=4096)
     big = LLM(LlamaModel(cfg), block_size=16, num_kv_blocks=64, random_weights=True)

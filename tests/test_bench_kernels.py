@@ -1,4 +1,4 @@
-"""The GPU sweeps of Days 10, 11 and 14 (course_lib/perf/bench_kernels.py, bench_graphs.py).
+"""The GPU sweeps of Days 10, 11 and 14 (course_lib/perf/benchmarks/kernels.py, graphs.py).
 
 On the CPU: the arithmetic (bytes, FLOPs, floors), point selection, error capture, JSON assembly and
 acceptance checks, the inputs and references each point is checked against, every point's code path
@@ -7,6 +7,7 @@ On CUDA: a --quick sweep of each, end to end."""
 import json
 import math
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,8 +17,10 @@ from course_lib.kv.paged import paged_attention_ref
 from course_lib.layers.attention import sdpa
 from course_lib.models.llama import LlamaModel
 from course_lib.models.loader import init_random_
-from course_lib.perf import bench_graphs as bg
-from course_lib.perf import bench_kernels as bk
+from course_lib.__main__ import main
+from course_lib.perf import harness, shapes, timers
+from course_lib.perf.benchmarks import graphs as bg
+from course_lib.perf.benchmarks import kernels as bk
 
 cuda_only = pytest.mark.skipif(not torch.cuda.is_available(), reason="timings need a CUDA GPU")
 TINY = dict(heads=4, kv_heads=2, head_dim=16, block_size=4)
@@ -28,7 +31,7 @@ def test_decode_bytes_equal_the_tensors_a_kernel_reads():
     """Context a multiple of the block size: the count is exactly K, V, block table, q and out."""
     q, k, v, bt, *_ = bk.decode_batch(3, 40, dtype=torch.float16, device="cpu", **TINY)
     expected = k.nbytes + v.nbytes + bt.nbytes + 2 * q.nbytes
-    assert bk.decode_bytes(3, 40, dtype_bytes=2, **TINY) == expected
+    assert shapes.decode_attention_bytes(3, 40, dtype_bytes=2, **TINY) == expected
 
 
 def test_prefill_flops_count_every_causal_pair():
@@ -49,13 +52,6 @@ def test_floors_from_bytes():
     assert f["floor_ms"] == pytest.approx((2e9 + 4 * 500 * 1000) / 2e9)
 
 
-def test_param_bytes_count_a_tied_matrix_once():
-    cfg = ModelConfig(vocab_size=50, hidden_size=16, intermediate_size=32, num_layers=2, num_heads=4,
-                      num_kv_heads=2, head_dim=4, tie_word_embeddings=True)
-    model = LlamaModel(cfg)
-    assert bg.param_bytes(model) == cfg.num_params * 4
-
-
 # ---- point selection, errors, JSON ---------------------------------------------------------------
 def test_select_points_skips_big_kv_and_says_why():
     per_token = 2 * 8 * 128 * 2
@@ -69,12 +65,6 @@ def test_select_points_skips_big_kv_and_says_why():
     assert (64, 4096) in quick
 
 
-def test_guarded_records_the_error_and_goes_on():
-    rows = [bk.guarded(dict(point=i), lambda: {"x": 1 / (i - 1)}) for i in range(3)]
-    assert "error" in rows[1] and rows[1]["error"].startswith("ZeroDivisionError")
-    assert rows[0]["x"] == -1.0 and rows[2]["x"] == 1.0
-
-
 def fake_decode(frac):
     return [dict(impl="triton", batch=64, context=4096, frac_of_copy=frac, rel_err=1e-3),
             dict(impl="torch", batch=64, context=4096, frac_of_copy=0.2, rel_err=1e-3),
@@ -83,63 +73,47 @@ def fake_decode(frac):
 
 def test_report_carries_context_and_acceptance(tmp_path):
     copy = dict(bytes=1, ms=1.0, gb_per_s=3000.0)
-    report = bk.make_report("NVIDIA H100", {"torch": "x"}, copy, dict(decode=fake_decode(0.8)), quick=False)
-    assert {"device", "versions", "shape", "copy", "decode", "acceptance", "timestamp"} <= report.keys()
-    assert report["acceptance"]["frac_of_copy"] == 0.8 and report["acceptance"]["ok"]
-    assert report["all_correct"], "skipped points are not failures"
-    assert not bk.make_report("x", {}, copy, dict(decode=fake_decode(0.6)), False)["acceptance"]["ok"]
-    missing = bk.make_report("x", {}, copy, dict(decode=fake_decode(0.8)[1:]), False)["acceptance"]
+    fig = bk.figures(copy, dict(decode=fake_decode(0.8)), quick=False)
+    assert {"shape", "copy", "decode", "acceptance", "quick"} <= fig.keys()
+    assert fig["acceptance"]["frac_of_copy"] == 0.8 and fig["acceptance"]["ok"]
+    assert fig["all_correct"], "skipped points are not failures"
+    assert not bk.figures(copy, dict(decode=fake_decode(0.6)), False)["acceptance"]["ok"]
+    missing = bk.figures(copy, dict(decode=fake_decode(0.8)[1:]), False)["acceptance"]
     assert missing["frac_of_copy"] is None and not missing["ok"]
     bad = fake_decode(0.8) + [dict(impl="torch", batch=1, context=256, error="OutOfMemoryError: ...")]
-    assert not bk.make_report("x", {}, copy, dict(decode=bad), False)["all_correct"]
-    json.dumps(report)                                        # serialisable as is
+    assert not bk.figures(copy, dict(decode=bad), False)["all_correct"]
+    report = harness.make_report("kernels", "cpu", fig)
+    assert harness.load_report(harness.write_report(report, tmp_path / "k.json")) == report
 
 
 def test_graphs_report_ratios_and_acceptance():
-    info = dict(name="llama-3.2-1b", param_bytes=2_000_000_000)
+    info = dict(name="llama-3.2-1b", weight_bytes=2_000_000_000)
     rows = [dict(batch=1, mode="graphs", cuda_graphs=True, step_ms=1.5, context=520),
             dict(batch=1, mode="graphs-sync", cuda_graphs=True, step_ms=1.9, context=520),
             dict(batch=1, mode="eager", cuda_graphs=False, step_ms=9.0, context=520),
             dict(batch=2, mode="graphs", cuda_graphs=True, error="RuntimeError: boom")]
-    r = bg.make_report("H100", {}, info, dict(gb_per_s=2000.0), 1000, rows, 512, 20, 3, False)
+    r = bg.figures(info, dict(gb_per_s=2000.0), 1000, rows, 512, 20, 3, False)
     p = r["points"][0]
     assert p["weight_floor_ms"] == pytest.approx(1.0) and p["ratio_to_weight_floor"] == pytest.approx(1.5)
     acc = r["acceptance"]
     assert acc["applies"] and acc["ok"] and acc["ratio_to_weight_floor"] == 1.5, "graphs mode, batch 1"
     assert "ratio_to_weight_floor" not in r["points"][3] and "weight_floor_ms" in r["points"][3]
-    other = bg.make_report("H100", {}, dict(info, name="qwen3-0.6b"), dict(gb_per_s=2000.0), 1000, rows,
-                           512, 20, 3, False)
+    other = bg.figures(dict(info, name="qwen3-0.6b"), dict(gb_per_s=2000.0), 1000, rows, 512, 20, 3, False)
     assert not other["acceptance"]["applies"] and other["acceptance"]["ok"] is None
     json.dumps(r)
 
 
-def test_recorded_results_prefer_full_sweeps_then_newest(tmp_path):
-    assert bk.recorded_results("gpu_*kernels*.json", tmp_path) == []
-    for name, quick, mtime in [("gpu_a_kernels.json", False, 100), ("gpu_b_kernels.json", True, 300),
-                               ("gpu_c_kernels.json", False, 200), ("gpu_a_graphs_x.json", False, 400)]:
-        kind = "bench_graphs" if "graphs" in name else "bench_kernels"
-        (tmp_path / name).write_text(json.dumps(dict(benchmark=kind, quick=quick)))
-        os.utime(tmp_path / name, (mtime, mtime))
-    (tmp_path / "gpu_other_kernels.json").write_text(json.dumps(dict(results={})))   # another tool's file
-    (tmp_path / "gpu_bad_kernels.json").write_text("{not json")
-    found = [p.name for p, _ in bk.recorded_results("gpu_*kernels*.json", tmp_path)]
-    assert found == ["gpu_c_kernels.json", "gpu_a_kernels.json", "gpu_b_kernels.json"]
-    graphs = bk.recorded_results("gpu_*graphs*.json", tmp_path, benchmark="bench_graphs")
-    assert [p.name for p, _ in graphs] == ["gpu_a_graphs_x.json"]
-
-
-def test_device_slug():
-    assert bk.device_slug("NVIDIA H100 80GB HBM3") == "h100"
-    assert bk.device_slug("NVIDIA H200") == "h200"
-    assert bk.device_slug("some gpu") == "some-gpu"
-
-
-@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU refusal only")
-@pytest.mark.parametrize("module", [bk, bg])
-def test_cli_refuses_the_cpu_clearly(module, tmp_path):
-    with pytest.raises(SystemExit, match="needs a CUDA GPU"):
-        module.main(["--json", str(tmp_path / "x.json")])
-    assert not (tmp_path / "x.json").exists()
+def test_notebooks_find_the_recorded_sweeps():
+    """What notebooks 10, 11 and 14 read: the recorded kernel, graphs and gemv reports, in the
+    envelope, each with the fields the notebooks plot."""
+    folder = Path(__file__).resolve().parents[1] / "data/results"
+    [(_, k)] = harness.find_reports(folder, "kernels")
+    assert {"shape", "copy", "decode", "split_kv", "prefill"} <= k.keys() and k["device"]["name"] == "NVIDIA H200"
+    graphs = harness.find_reports(folder, "graphs")
+    assert {r["model"]["name"] for _, r in graphs} == {"llama-3.2-1b", "qwen3-0.6b"}
+    assert all("weight_floor_ms" in r["points"][0] for _, r in graphs)
+    [(_, g)] = harness.find_reports(folder, "gemv")
+    assert g["argmax"] and g["versions"]["triton"]
 
 
 # ---- inputs and references -----------------------------------------------------------------------
@@ -176,7 +150,7 @@ def cpu_bench(monkeypatch):
     if os.environ.get("TRITON_INTERPRET") != "1":   # on CUDA the --quick sweeps below cover these
         pytest.skip("runs Triton on CPU tensors: needs TRITON_INTERPRET=1 (conftest.py sets it without CUDA)")
     monkeypatch.setattr(bk, "SHAPE", TINY)
-    monkeypatch.setattr(bk, "time_ms", lambda fn: (fn(), dict(ms=0.5, ms_eager=1.0, timing="stub"))[1])
+    monkeypatch.setattr(timers, "time_ms", lambda fn, graph="lone": (fn(), dict(ms=0.5, ms_eager=1.0, timing="stub"))[1])
     monkeypatch.setattr(bk, "peak_extra_bytes", lambda fn: (fn(), 1)[1])
 
 
@@ -184,7 +158,7 @@ def cpu_bench(monkeypatch):
 def test_decode_point_checks_and_accounts(cpu_bench, impl, splits):
     r = bk.bench_point(5, 70, torch.float32, copy_gbs=1.0, num_splits=splits, impl=impl, device="cpu")
     assert r["rel_err"] < 1e-5, r
-    assert r["bytes"] == bk.decode_bytes(5, 70, dtype_bytes=4, **TINY)
+    assert r["bytes"] == shapes.decode_attention_bytes(5, 70, dtype_bytes=4, **TINY)
     assert r["gb_per_s"] == pytest.approx(r["bytes"] / 0.5 / 1e6) and r["frac_of_copy"] == r["gb_per_s"]
     if splits:
         assert r["num_splits"] == splits
@@ -208,7 +182,7 @@ def test_sweeps_assemble_a_report(cpu_bench, monkeypatch):
     sections = dict(decode=bk.decode_sweep((1, 2), (9, 40), 1.0, torch.float32, log=log.append, device="cpu"),
                     split_kv=bk.split_sweep([(1, 300)], 1.0, torch.float32, log=log.append, device="cpu"),
                     prefill=bk.prefill_sweep([12], [7, 3], torch.float32, log=log.append, device="cpu"))
-    report = bk.make_report("cpu", {}, dict(gb_per_s=1.0), sections, quick=True, dtype="float32")
+    report = bk.figures(dict(gb_per_s=1.0), sections, quick=True, dtype="float32")
     dec = {(r["impl"], r["batch"], r["context"]): r for r in report["decode"]}
     assert len(dec) == 8 and "skipped" in dec["triton", 2, 40]
     assert "MemoryError" in dec["torch", 1, 40]["error"]
@@ -243,7 +217,7 @@ def test_time_engine_steps_on_a_tiny_model(mode):
 @cuda_only
 def test_gpu_kernels_quick_sweep(tmp_path):
     path = tmp_path / "k.json"
-    bk.main(["--json", str(path), "--quick"])
+    assert main(["bench", "kernels", "--json", str(path), "--quick"]) == 0
     report = json.loads(path.read_text())
     assert report["all_correct"], [r for s in ("decode", "split_kv", "prefill") for r in report[s]
                                    if "error" in r]
@@ -255,7 +229,7 @@ def test_gpu_kernels_quick_sweep(tmp_path):
 @cuda_only
 def test_gpu_graphs_quick_sweep(tmp_path):
     path = tmp_path / "g.json"
-    bg.main(["--model", "smollm2-135m", "--json", str(path), "--quick", "--context", "128"])
+    assert main(["bench", "graphs", "--model", "smollm2-135m", "--json", str(path), "--quick", "--context", "128"]) == 0
     report = json.loads(path.read_text())
     points = report["points"]
     assert all("error" not in p for p in points), points

@@ -145,7 +145,7 @@ def test_gpu_real_shapes(N, K, dtype):
 def test_bench_matrices_are_every_weight_of_a_step():
     """bench_gemv times each distinct matrix; over the layers plus the LM head they are all the
     model's linear weights (a wrong shape would miscount the bytes it reports)."""
-    from course_lib.perf.bench_gemv import matrices
+    from course_lib.perf.shapes import weight_matrices as matrices
     model = tiny_model()
     shapes = matrices(model.cfg)
     layer = model.layers[0]

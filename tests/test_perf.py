@@ -93,3 +93,38 @@ def test_median_time_ignores_one_slow_call():
     import time
     t = median_time(lambda: time.sleep(next(calls)), repeats=5, warmup=0)
     assert t < 0.02 and not math.isnan(t)
+
+
+# ---- model-shape arithmetic (perf/shapes.py): the one place every benchmark counts from ---------------
+@pytest.mark.parametrize("tied", [True, False])
+def test_weight_bytes_are_the_matrices_a_step_multiplies_by(tied):
+    """P_mm*w equals the bytes of the model's matmul weights (per layer qkv, o, gate_up, down, and the
+    LM head, which is the embedding when tied): norms and the embedding lookup are not read whole."""
+    from course_lib.models.llama import LlamaModel
+    from course_lib.perf import shapes
+    cfg = ModelConfig(vocab_size=50, hidden_size=16, intermediate_size=32, num_layers=2, num_heads=4,
+                      num_kv_heads=2, head_dim=4, tie_word_embeddings=tied)
+    model = LlamaModel(cfg)
+    layer = model.layers[0]
+    per_layer = [layer.attn.qkv.weight, layer.attn.o.weight, layer.mlp.gate_up.weight, layer.mlp.down.weight]
+    assert {k: v for k, v in shapes.weight_matrices(cfg).items() if k != "lm_head"} == dict(
+        zip(["qkv", "o", "gate_up", "down"], [tuple(w.shape) for w in per_layer]))
+    elements = cfg.num_layers * sum(w.numel() for w in per_layer) + model.lm_head.weight.numel()
+    assert shapes.matmul_params(cfg) == elements and shapes.weight_bytes(cfg, 4) == 4 * elements
+    assert matmul_params is shapes.matmul_params, "roofline re-exports the one definition"
+    info = shapes.model_info(cfg, "tiny", torch.bfloat16, True)
+    assert info["weight_bytes"] == 2 * elements and info["params"] == cfg.num_params and info["dtype"] == "bfloat16"
+
+
+def test_fused_kernel_bytes_by_hand():
+    from course_lib.perf.shapes import fused_kernel_bytes
+    # TINY: d=4, f=8, H=2, KVH=1, D=2; n=3 tokens, 2 bytes: add_rmsnorm 2*(4*3*4 + 4), silu_mul 2*3*3*8,
+    # rope 2*(2*3*2*2 + 4*3*1*2 + 2*3*2) + 8*3
+    assert fused_kernel_bytes(TINY, 3, 2) == {"add_rmsnorm": 104, "silu_mul": 144, "rope_write_kv": 2 * 60 + 24}
+
+
+def test_copy_bandwidth_reports_consistent_units():
+    from course_lib.perf.roofline import copy_bandwidth
+    c = copy_bandwidth("cpu", 1 << 24)
+    assert c["bytes"] == 1 << 24 and c["gb_per_s"] > 0
+    assert c["ms"] == pytest.approx(2 * c["bytes"] / (c["gb_per_s"] * 1e9) * 1e3)

@@ -234,7 +234,7 @@ def num_kv_splits(programs: int, sm_count: int) -> int:
 
     The plain kernel runs B * KVH programs, each streaming its whole context. Below ~2 programs per SM
     most SMs sit idle (and each program's loop is latency-bound), so every context is cut into chunks,
-    aiming at ~8 programs per SM. `python -m course_lib.perf.bench_kernels` times this choice against
+    aiming at ~8 programs per SM. `python -m course_lib bench kernels` times this choice against
     one split (its split_kv section; data/results/gpu_h200_kernels.json: batch 8 at 4k context 53 us
     vs 132 us unsplit on an H200); batch >= 64 is best unsplit (its decode section)."""
     if programs >= 2 * sm_count:

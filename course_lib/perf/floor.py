@@ -24,7 +24,7 @@ from collections import deque
 from dataclasses import asdict, dataclass
 
 from ..config import ModelConfig
-from .roofline import matmul_params
+from .shapes import matmul_params
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..config import ModelConfig
+from .shapes import matmul_params  # noqa: F401 - notebooks import it from here
 from .timers import time_calls
 
 _DTYPE_KEYS = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
@@ -80,14 +81,6 @@ def detect_device(device=None, measure: bool = False) -> DeviceSpec:
         name = "CPU (measured)"
     dtype = torch.float32 if dev.type == "cpu" else torch.bfloat16
     return DeviceSpec(name, {_DTYPE_KEYS[dtype]: measure_matmul_flops(dev, dtype)}, measure_bandwidth(dev))
-
-
-def matmul_params(cfg: ModelConfig) -> int:
-    """P_mm = L*(d*(q + 2*kv) + q*d + 3*d*f) + V*d: weights that take part in a matmul (not norms, and
-    the embedding lookup reads only T rows, while the LM head multiplies by all V*d)."""
-    d, f, L = cfg.hidden_size, cfg.intermediate_size, cfg.num_layers
-    q, kv = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
-    return L * (d * (q + 2 * kv) + q * d + 3 * d * f) + cfg.vocab_size * d
 
 
 def decoder_flops(cfg: ModelConfig, num_tokens: int, context: int = 0, batch: int = 1) -> int:
@@ -155,6 +148,14 @@ def measure_matmul_flops(device="cpu", dtype=None, n: int | None = None, repeats
     b = torch.randn(n, n, device=dev, dtype=dtype, generator=gen)
     times = time_calls(lambda: a @ b, repeats=repeats, warmup=1, device=dev)
     return 2 * n**3 / min(times)
+
+
+def copy_bandwidth(device="cuda", nbytes: int = 1 << 30) -> dict:
+    """The yardstick of the kernel sweeps: measure_bandwidth (the one the bench's floor uses), nbytes
+    read plus nbytes written. A read-mostly kernel can beat it a little (no read/write turnarounds),
+    so a fraction just above 100% is not an error."""
+    bytes_per_s = measure_bandwidth(device, nbytes)
+    return dict(bytes=nbytes, ms=2 * nbytes / bytes_per_s * 1e3, gb_per_s=bytes_per_s / 1e9)
 
 
 def measure_rates(device: torch.device, dtype: torch.dtype) -> dict:

@@ -2,7 +2,7 @@
 decode bandwidth against context and batch, the Flash-Decoding split, and step time with and without
 CUDA graphs. Each function returns a Figure that pyplot no longer tracks.
 
-Inputs are the plain row dicts that ``course_lib.perf.bench_kernels`` and ``bench_graphs`` write
+Inputs are the plain row dicts that ``bench kernels`` and ``bench graphs`` (perf/benchmarks/) write
 to JSON, so a recorded file and a live run draw the same way; rows with an ``error`` or ``skipped``
 key are left out.
 """

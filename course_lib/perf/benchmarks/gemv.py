@@ -1,29 +1,30 @@
-"""GPU micro-benchmark of decode at batch 1 (Day 14): the GEMV kernel and the Triton argmax against
-cuBLAS and torch, on the weight shapes of real models.
+"""``python -m course_lib bench gemv``: decode at batch 1 (Day 14), the GEMV kernel and the Triton
+argmax against cuBLAS and torch, on the weight shapes of real models.
 
-    python -m course_lib.perf.bench_gemv --json data/results/gpu_h200_gemv.json
+    python -m course_lib bench gemv [--no-sweep] [--json PATH | --json-dir DIR]   # gpu_<device>_gemv.json
 
 - ``gemv``: every distinct matrix of a decoder step (qkv, o, gate_up, down, LM head) of each model,
   one row of input, bf16: cuBLAS (``F.linear``), the kernel with its default tiles (`gemv_config`),
   and the best of a sweep of tile sizes (with ``--sweep``), each as a fraction of copy bandwidth.
 - ``argmax``: greedy sampling over each model's vocabulary at a few batch sizes, torch vs Triton.
 
-Timing: each point runs its call back to back over distinct copies of the weights (up to ~400 MB, far
-past the 50-60 MB L2, as 16 layers' weights are in a real step) inside one CUDA graph; the time is
-the median replay divided by the calls. A lone call with L2 flushed (bench_kernels' method) would add
+Timing (timers.back_to_back_ms): each point runs its call back to back over distinct copies of the
+weights (up to ~400 MB, far past the 50-60 MB L2, as 16 layers' weights are in a real step) inside
+one CUDA graph; the time is the median replay divided by the calls. A lone call with L2 flushed (bench_kernels' method) would add
 the launch latency that back-to-back kernels in a step hide. CUDA only.
 """
 from __future__ import annotations
 
-import argparse
 import itertools
-import json
-import statistics
-import sys
-import time
-from pathlib import Path
 
 import torch
+
+from ..harness import make_report, output_path, write_report
+from ..roofline import copy_bandwidth
+from ..shapes import weight_matrices
+from ..timers import back_to_back_ms
+
+HELP = "batch-1 decode (Day 14): the GEMV kernel vs cuBLAS per weight matrix, Triton argmax vs torch (CUDA)"
 
 MODELS = ("llama-3.2-1b", "qwen3-0.6b")
 SWEEP = [dict(BLOCK_N=n, BLOCK_K=k, num_warps=w) for n, k, w in itertools.product((1, 2, 4, 8), (512, 1024, 2048),
@@ -32,39 +33,12 @@ ARGMAX_BATCHES = (1, 8, 64, 256)
 MAX_BYTES = 400e6
 
 
-def matrices(cfg) -> dict[str, tuple[int, int]]:
-    """(N, K) of each distinct weight matrix a decode step reads (nn.Linear layout: out x in)."""
-    q, kv = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
-    d, f = cfg.hidden_size, cfg.intermediate_size
-    return {"qkv": (q + 2 * kv, d), "o": (d, q), "gate_up": (2 * f, d), "down": (d, f),
-            "lm_head": (cfg.vocab_size, d)}
-
-
-def per_call_ms(calls, reps: int = 20, rounds: int = 5) -> float:
-    """Median over ``rounds`` of (time of ``reps`` replays of a graph holding every call) / calls."""
-    from .bench_kernels import capture
-
-    def all_calls():
-        for c in calls:
-            c()
-    graph = capture(all_calls)
-    start, end, times = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True), []
-    for _ in range(rounds):
-        start.record()
-        for _ in range(reps):
-            graph.replay()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end) / reps / len(calls))
-    return statistics.median(times)
-
-
 def gemv_rows(model_name: str, copy_gbs: float, sweep: bool, dtype=torch.bfloat16, log=print) -> list[dict]:
-    from ..kernels.gemv import gemv, gemv_config
-    from ..models.registry import resolve_model
+    from ...kernels.gemv import gemv, gemv_config
+    from ...models.registry import resolve_model
     cfg, rows = resolve_model(model_name, need_weights=False).config, []
     g = torch.Generator(device="cuda").manual_seed(0)
-    for name, (N, K) in matrices(cfg).items():
+    for name, (N, K) in weight_matrices(cfg).items():
         nbytes = N * K * torch.finfo(dtype).bits // 8
         ws = [torch.randn(N, K, device="cuda", dtype=dtype, generator=g) / K ** 0.5
               for _ in range(max(2, min(16, int(MAX_BYTES // nbytes))))]
@@ -72,10 +46,10 @@ def gemv_rows(model_name: str, copy_gbs: float, sweep: bool, dtype=torch.bfloat1
         err = (gemv(x, ws[0]).float() - torch.nn.functional.linear(x, ws[0]).float()).abs().max().item()
         row = dict(model=model_name, matrix=name, N=N, K=K, bytes=nbytes, max_abs_diff_vs_cublas=err,
                    default=gemv_config(N, K))
-        row["ms_cublas"] = per_call_ms([lambda w=w: torch.nn.functional.linear(x, w) for w in ws])
-        row["ms_gemv"] = per_call_ms([lambda w=w: gemv(x, w) for w in ws])
+        row["ms_cublas"] = back_to_back_ms([lambda w=w: torch.nn.functional.linear(x, w) for w in ws])
+        row["ms_gemv"] = back_to_back_ms([lambda w=w: gemv(x, w) for w in ws])
         if sweep:
-            tried = [dict(c, ms=per_call_ms([lambda w=w, c=c: gemv(x, w, config=c) for w in ws])) for c in SWEEP]
+            tried = [dict(c, ms=back_to_back_ms([lambda w=w, c=c: gemv(x, w, config=c) for w in ws])) for c in SWEEP]
             row["sweep"] = tried
             row["best"] = min(tried, key=lambda c: c["ms"])
         for impl in ("cublas", "gemv"):
@@ -90,15 +64,15 @@ def gemv_rows(model_name: str, copy_gbs: float, sweep: bool, dtype=torch.bfloat1
 
 
 def argmax_rows(model_name: str, dtype=torch.bfloat16, log=print) -> list[dict]:
-    from ..kernels.argmax import argmax
-    from ..models.registry import resolve_model
+    from ...kernels.argmax import argmax
+    from ...models.registry import resolve_model
     V, rows = resolve_model(model_name, need_weights=False).config.vocab_size, []
     for B in ARGMAX_BATCHES:
         xs = [torch.randn(B, V, device="cuda", dtype=dtype) for _ in range(8)]
         same = all(torch.equal(argmax(x), x.argmax(-1)) for x in xs)
         row = dict(model=model_name, vocab=V, batch=B, same_as_torch=same,
-                   ms_torch=per_call_ms([lambda x=x: x.argmax(-1) for x in xs]),
-                   ms_triton=per_call_ms([lambda x=x: argmax(x) for x in xs]))
+                   ms_torch=back_to_back_ms([lambda x=x: x.argmax(-1) for x in xs]),
+                   ms_triton=back_to_back_ms([lambda x=x: argmax(x) for x in xs]))
         row["speedup"] = row["ms_torch"] / row["ms_triton"]
         rows.append(row)
         log(f"{model_name:>13} argmax batch {B:>3} x {V}: torch {1e3 * row['ms_torch']:6.1f} us, "
@@ -106,33 +80,30 @@ def argmax_rows(model_name: str, dtype=torch.bfloat16, log=print) -> list[dict]:
     return rows
 
 
-def run(models=MODELS, sweep: bool = True, log=print) -> dict:
+def run(models=MODELS, sweep: bool = True, json_path=None, log=print) -> dict:
     if not torch.cuda.is_available():
-        raise SystemExit("bench_gemv needs a CUDA GPU")
-    from .bench import versions
-    from .bench_kernels import copy_bandwidth
+        raise ValueError("bench gemv needs a CUDA GPU")
     copy = copy_bandwidth()
     log(f"{torch.cuda.get_device_name()}: copy {copy['gb_per_s']:.0f} GB/s")
     gemv = [r for m in models for r in gemv_rows(m, copy["gb_per_s"], sweep, log=log)]
     am = [r for m in models for r in argmax_rows(m, log=log)]
-    return dict(benchmark="bench_gemv", command=" ".join(sys.argv), timestamp=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                device=torch.cuda.get_device_name(), versions=versions(), dtype="bfloat16", copy=copy,
-                gemv=gemv, argmax=am, all_correct=all(r["same_as_torch"] for r in am))
-
-
-def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--json", help="where to write the results")
-    p.add_argument("--models", default=",".join(MODELS), help="comma-separated registry names")
-    p.add_argument("--no-sweep", action="store_true", help="skip the tile-size sweep (default config only)")
-    a = p.parse_args(argv)
-    report = run(tuple(a.models.split(",")), sweep=not a.no_sweep)
-    if a.json:
-        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(json.dumps(report, indent=2))
-        print(f"wrote {a.json}")
+    report = make_report("gemv", torch.device("cuda"), dict(
+        dtype="bfloat16", copy=copy, gemv=gemv, argmax=am, all_correct=all(r["same_as_torch"] for r in am)))
+    if json_path:
+        write_report(report, json_path)
     return report
 
 
-if __name__ == "__main__":
-    main()
+def add_arguments(p) -> None:
+    p.add_argument("--models", default=",".join(MODELS), help="comma-separated registry names")
+    p.add_argument("--no-sweep", action="store_true", help="skip the tile-size sweep (default config only)")
+
+
+def run_cli(args) -> int:
+    from ..harness import device_info
+    if not torch.cuda.is_available():
+        raise ValueError("bench gemv needs a CUDA GPU")
+    path = output_path(args, device_info("cuda"), "gemv")
+    run(tuple(args.models.split(",")), sweep=not args.no_sweep, json_path=path)
+    print(f"wrote {path}")
+    return 0

@@ -1,6 +1,6 @@
-"""GPU micro-benchmark of the fused Day 9 kernels against the unfused torch ops they replace.
+"""``python -m course_lib bench fused``: the fused Day 9 kernels against the unfused torch ops they replace.
 
-    python -m course_lib.perf.bench_fused --json data/results/gpu_h100_fused.json
+    python -m course_lib bench fused [--json PATH | --json-dir DIR]       # gpu_<device>_fused.json
 
 Residual add + RMSNorm, SwiGLU's activation and RoPE + KV write do a few flops per byte: they are
 memory-bound, so the yardstick is bandwidth. Each point counts the bytes the fused kernel must move
@@ -8,39 +8,31 @@ memory-bound, so the yardstick is bandwidth. Each point counts the bytes the fus
 alike, those bytes / median time: GB/s, and its fraction of a device-to-device copy. The torch ops
 really move more bytes than that (the intermediates), which is why they score lower.
 
-Two timings per point: `do_bench` (eager: includes the Python wrappers and launches, what an eager
-step pays) and `do_bench_cudagraph` (kernels alone, what a CUDA-graph decode step pays). A last
+Two timings per point (timers.time_ms): eager (triton's `do_bench`: includes the Python wrappers and
+launches, what an eager step pays) and 16 calls back to back in one CUDA graph (kernels alone, what a
+CUDA-graph decode step pays). A last
 section times a whole decode step of each model, switch off vs on. Every point is checked against
 its reference before it is timed. CUDA only.
 """
 from __future__ import annotations
 
-import argparse
 import functools
-import json
 import math
-import re
-import sys
-import time
 
 import torch
+
+from .. import timers
+from ..harness import make_report, output_path, write_report
+from ..roofline import copy_bandwidth
+from ..shapes import fused_kernel_bytes
+
+HELP = "the fused Day 9 kernels vs the torch ops they replace, and whole decode steps (CUDA)"
 
 MODELS = ("qwen3-0.6b", "llama-3.2-1b")
 TOKENS = (1, 16, 64, 256, 4096)          # decode-like batches, then a prefill-like chunk
 DECODE_BATCHES, DECODE_CONTEXT = (1, 16, 64), 1024
 TOL = {torch.bfloat16: 3e-2, torch.float16: 5e-3, torch.float32: 1e-5}   # as tests/test_kernels_fused.py
 STEP_REL_ERR = 5e-2      # decode-step logits, on vs off: bf16 rounds the two orders differently
-
-
-def fused_bytes(cfg, n: int, dtype_bytes: int) -> dict[str, int]:
-    """Bytes each fused kernel moves over n tokens of one layer of ``cfg``: inputs read once, outputs
-    written once. The floor for any implementation, so GB/s below is these bytes / time."""
-    d, f, es = cfg.hidden_size, cfg.intermediate_size, dtype_bytes
-    H, KVH, D = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
-    return {"add_rmsnorm": es * (4 * n * d + d),                  # read x, res, weight; write y, r
-            "silu_mul": es * 3 * n * f,                             # read gate, up; write the product
-            "rope_write_kv": es * (2 * n * H * D + 4 * n * KVH * D + 2 * n * D) + 8 * n}
-    # rope: q read and written back, k and v read and written to the cache, cos, sin, int64 slots
 
 
 def torch_traffic(fn, *args) -> dict:
@@ -82,7 +74,7 @@ def _close(got, ref, dtype) -> tuple[float, bool]:
 
 def kernel_pairs() -> dict:
     """name -> (fused Triton function, torch reference), imported on first use."""
-    from ..kernels import (add_rmsnorm, add_rmsnorm_ref, rope_write_kv, rope_write_kv_ref, silu_mul,
+    from ...kernels import (add_rmsnorm, add_rmsnorm_ref, rope_write_kv, rope_write_kv_ref, silu_mul,
                            silu_mul_ref)
     return {"add_rmsnorm": (add_rmsnorm, add_rmsnorm_ref), "silu_mul": (silu_mul, silu_mul_ref),
             "rope_write_kv": (rope_write_kv, rope_write_kv_ref)}
@@ -90,7 +82,7 @@ def kernel_pairs() -> dict:
 
 def make_inputs(cfg, n: int, dtype=torch.bfloat16, device="cuda", seed=0) -> dict[str, tuple]:
     """Each kernel's arguments at one layer of ``cfg`` over n tokens, shaped as the model makes them."""
-    from ..layers.rotary import RotaryEmbedding
+    from ...layers.rotary import RotaryEmbedding
 
     g = torch.Generator(device=device).manual_seed(seed)
     rnd = lambda *s: torch.randn(*s, device=device, dtype=dtype, generator=g)   # noqa: E731
@@ -126,7 +118,7 @@ def check_kernel(name: str, args: tuple) -> tuple[float, bool]:
 def kernel_cases(cfg, n: int, dtype=torch.bfloat16, device="cuda", seed=0) -> list[dict]:
     """The three fused kernels at one layer of ``cfg`` over n tokens: for each, the fused and the torch
     callables, the bytes the fused kernel moves, and (max |error|, ok) checked here once."""
-    nbytes = fused_bytes(cfg, n, torch.finfo(dtype).bits // 8)
+    nbytes = fused_kernel_bytes(cfg, n, torch.finfo(dtype).bits // 8)
     cases = []
     for name, args in make_inputs(cfg, n, dtype, device, seed).items():
         fused, ref = kernel_pairs()[name]
@@ -136,21 +128,15 @@ def kernel_cases(cfg, n: int, dtype=torch.bfloat16, device="cuda", seed=0) -> li
     return cases
 
 
-def time_ms(fn) -> tuple[float, float | None]:
-    """(eager median ms via do_bench, CUDA-graph median ms or None if capture fails)."""
-    from triton.testing import do_bench, do_bench_cudagraph
-
-    ms = do_bench(fn, return_mode="median")
-    try:
-        return ms, do_bench_cudagraph(fn, return_mode="median")
-    except Exception as e:                       # keep the eager number if capture is not possible
-        print(f"cuda graph timing failed ({type(e).__name__}: {e})")
-        return ms, None
+def _eager_and_graph_ms(fn) -> tuple[float, float | None]:
+    """(eager ms, ms per call of 16 back to back in one CUDA graph, or None): timers.time_ms."""
+    t = timers.time_ms(fn, graph="back-to-back")
+    return t["ms_eager"], t["ms_graph"]
 
 
 def bench_kernels(model: str, n: int, copy_gbs: float, dtype=torch.bfloat16, device="cuda") -> list[dict]:
     """One row per kernel at n tokens of ``model``'s shape: times, GB/s and fraction of copy."""
-    from ..models.registry import resolve_model
+    from ...models.registry import resolve_model
 
     cfg = resolve_model(model, need_weights=False).config
     rows = []
@@ -158,7 +144,7 @@ def bench_kernels(model: str, n: int, copy_gbs: float, dtype=torch.bfloat16, dev
         row = dict(model=model, kernel=c["kernel"], tokens=n, dtype=str(dtype).removeprefix("torch."),
                    bytes=c["bytes"], max_abs_err=c["max_abs_err"], ok=c["ok"])
         for impl in ("fused", "torch"):
-            ms, ms_graph = time_ms(c[impl])
+            ms, ms_graph = _eager_and_graph_ms(c[impl])
             row[f"ms_{impl}"], row[f"ms_graph_{impl}"] = ms, ms_graph
             row[f"gb_per_s_{impl}"] = c["bytes"] / ms / 1e6
             row[f"frac_of_copy_{impl}"] = row[f"gb_per_s_{impl}"] / copy_gbs
@@ -180,9 +166,9 @@ def bench_decode_step(model_name: str, batches=DECODE_BATCHES, context=DECODE_CO
                       dtype=torch.bfloat16, block_size=16, device="cuda") -> list[dict]:
     """A whole decode step (random weights, Triton paged attention, every sequence at ``context``):
     the model's forward with the switch off vs on, eager and replayed as a CUDA graph."""
-    from ..kernels import paged_attention_triton
-    from ..kv.paged import PagedAttentionContext, PagedKVCache
-    from ..models.loader import load_model
+    from ...kernels import paged_attention_triton
+    from ...kv.paged import PagedAttentionContext, PagedKVCache
+    from ...models.loader import load_model
 
     model = load_model(model_name, device=device, dtype=dtype, random_weights=True)
     cfg, rows = model.cfg, []
@@ -203,7 +189,7 @@ def bench_decode_step(model_name: str, batches=DECODE_BATCHES, context=DECODE_CO
         for flag, name in ((False, "unfused"), (True, "fused")):
             model.use_fused_kernels(flag)
             logits[flag] = model(ids, positions, ctx).float()
-            row[f"ms_{name}"], row[f"ms_graph_{name}"] = time_ms(lambda: model(ids, positions, ctx))
+            row[f"ms_{name}"], row[f"ms_graph_{name}"] = _eager_and_graph_ms(lambda: model(ids, positions, ctx))
         model.use_fused_kernels(False)
         row["rel_err"] = ((logits[True] - logits[False]).norm() / logits[False].norm()).item()
         row["speedup"] = row["ms_unfused"] / row["ms_fused"]
@@ -215,25 +201,22 @@ def bench_decode_step(model_name: str, batches=DECODE_BATCHES, context=DECODE_CO
     return rows
 
 
-def run(models=MODELS, tokens=TOKENS, decode=True, dtype=torch.bfloat16) -> dict:
-    """Every point; returns the report (what main() writes as JSON). Importable from a notebook."""
+def run(models=MODELS, tokens=TOKENS, decode=True, dtype=torch.bfloat16, json_path=None, log=print) -> dict:
+    """Every point; returns the report (and writes it to ``json_path``). Importable from a notebook."""
     if not torch.cuda.is_available():
-        raise SystemExit("bench_fused needs a CUDA GPU: under TRITON_INTERPRET=1 on a CPU the kernels "
+        raise ValueError("bench fused needs a CUDA GPU: under TRITON_INTERPRET=1 on a CPU the kernels "
                          "run in numpy, and their timings say nothing about a GPU")
-    import triton
-
-    from .bench_kernels import copy_bandwidth
-
-    device = torch.cuda.get_device_name()
     copy = copy_bandwidth()
-    print(f"{device}: device-to-device copy {copy['gb_per_s']:.0f} GB/s")
+    log(f"{torch.cuda.get_device_name()}: device-to-device copy {copy['gb_per_s']:.0f} GB/s")
     kernels = [r for m in models for n in tokens for r in bench_kernels(m, n, copy["gb_per_s"], dtype)]
     steps = [r for m in models for r in bench_decode_step(m, dtype=dtype)] if decode else []
     bad = [r for r in kernels if not r["ok"]] + [r for r in steps if not r["rel_err"] < STEP_REL_ERR]
-    return dict(command=" ".join(sys.argv), timestamp=time.strftime("%Y-%m-%dT%H:%M:%S"),
-                device=device, torch=torch.__version__, triton=triton.__version__,
-                dtype=str(dtype).removeprefix("torch."), copy=copy, kernels=kernels, decode_step=steps,
-                all_correct=not bad)
+    report = make_report("fused", torch.device("cuda"), dict(
+        dtype=str(dtype).removeprefix("torch."), copy=copy, kernels=kernels, decode_step=steps,
+        all_correct=not bad))
+    if json_path:
+        write_report(report, json_path)
+    return report
 
 
 def print_report(r: dict) -> None:
@@ -252,22 +235,22 @@ def print_report(r: dict) -> None:
               f"rel err {s['rel_err']:.1e}")
 
 
-def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", help="where to write results (default: gpu_<device>_fused.json)")
-    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated registry names")
-    parser.add_argument("--tokens", default=",".join(map(str, TOKENS)), help="comma-separated N")
-    parser.add_argument("--no-decode-step", action="store_true", help="kernels only")
-    a = parser.parse_args(argv)
-    result = run(a.models.split(","), [int(t) for t in a.tokens.split(",")], not a.no_decode_step)
+def add_arguments(p) -> None:
+    p.add_argument("--models", default=",".join(MODELS), help="comma-separated registry names")
+    p.add_argument("--tokens", default=",".join(map(str, TOKENS)), help="comma-separated N")
+    p.add_argument("--no-decode-step", action="store_true", help="kernels only")
+
+
+def run_cli(args) -> int:
+    from ..harness import device_info
+    try:
+        tokens = [int(t) for t in args.tokens.split(",")]
+    except ValueError:
+        raise ValueError(f"--tokens must be comma-separated integers, got {args.tokens!r}") from None
+    if not torch.cuda.is_available():
+        raise ValueError("bench fused needs a CUDA GPU")
+    path = output_path(args, device_info("cuda"), "fused")
+    result = run(args.models.split(","), tokens, not args.no_decode_step, json_path=path)
     print_report(result)
-    slug = re.sub(r"[^a-z0-9]+", "_", result["device"].lower()).strip("_")
-    path = a.json or f"gpu_{slug}_fused.json"
-    with open(path, "w") as f:
-        json.dump(result, f, indent=2)
     print(f"wrote {path}" + ("" if result["all_correct"] else "; some points FAILED their check!"))
-    return result
-
-
-if __name__ == "__main__":
-    main()
+    return 0

@@ -1,6 +1,6 @@
 """What a step costs when prompt tokens ride along with decodes, and what that does to batching (GPU).
 
-Three measurements, one JSON (``gpu_<device>_mixed.json``):
+Three measurements, one report (``gpu_<device>_mixed.json``):
 
 - ``mixed_steps``: 64 sequences decoding (context 512), alone and with a prompt chunk of 16/32/64
   tokens in the same step, with CUDA graphs on (decode graphs + the mixed-step graphs of
@@ -9,17 +9,18 @@ Three measurements, one JSON (``gpu_<device>_mixed.json``):
   output caps, static vs continuous, median of repeats: continuous should not lose to static.
 - ``long_prompt``: one 32k-token prompt on the llama-3.2-1b shape, chunked by the token budget; TTFT.
 
-    python -m course_lib.perf.bench_mixed [--json PATH] [--quick]
+    python -m course_lib bench mixed [--quick] [--json PATH | --json-dir DIR]
 """
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import time
-from pathlib import Path
 
 import torch
+
+from ..harness import make_report, output_path, write_report
+
+HELP = "decodes with prompt chunks in the same step, small-batch policies, a 32k prompt chunked (CUDA)"
 
 
 def _median_ms(xs) -> float:
@@ -28,8 +29,8 @@ def _median_ms(xs) -> float:
 
 def mixed_steps(model, decodes=64, context=512, chunks=(16, 32, 64), steps=20, cuda_graphs=True) -> list[dict]:
     """Median step time of ``decodes`` decoding sequences plus a ``chunk``-token prompt (0 = none)."""
-    from ..config import EngineConfig, SamplingParams
-    from ..engine.llm_engine import LLMEngine
+    from ...config import EngineConfig, SamplingParams
+    from ...engine.llm_engine import LLMEngine
     max_len = context + 4 * steps * (len(chunks) + 1) + 64
     cfg = EngineConfig(max_num_seqs=decodes + 8, num_kv_blocks=(decodes + 8) * -(-max_len // 16) + 8,
                        cuda_graphs=cuda_graphs, async_scheduling=False)
@@ -72,9 +73,9 @@ def mixed_steps(model, decodes=64, context=512, chunks=(16, 32, 64), steps=20, c
 def small_batching(model, caps=(8, 16, 32, 48), repeats=5, num_requests=12, prompt_len=8, mean_output=12,
                    max_num_seqs=4) -> list[dict]:
     """Notebook 04's small workload on this device: output tok/s per policy and cap (median of repeats)."""
-    from ..config import SamplingParams
-    from ..engine.llm import LLM
-    from .workloads import make_workload
+    from ...config import SamplingParams
+    from ...engine.llm import LLM
+    from ..workloads import make_workload
     rows = []
     for cap in caps:
         wl = make_workload("anyscale-cpu", model.cfg.vocab_size, num_requests=num_requests,
@@ -99,8 +100,8 @@ def small_batching(model, caps=(8, 16, 32, 48), repeats=5, num_requests=12, prom
 
 def long_prompt(model, prompt_len=32768, budget=4096) -> dict:
     """One long prompt, chunked: TTFT and the steps it took."""
-    from ..config import SamplingParams
-    from ..engine.llm import LLM
+    from ...config import SamplingParams
+    from ...engine.llm import LLM
     llm = LLM(model, max_num_seqs=8, max_num_batched_tokens=budget, max_model_len=prompt_len + 64,
               kv_memory_gb=8)
     g = torch.Generator().manual_seed(0)
@@ -118,17 +119,14 @@ def long_prompt(model, prompt_len=32768, budget=4096) -> dict:
 
 def run(json_path=None, quick=False, log=print) -> dict:
     if not torch.cuda.is_available():
-        raise RuntimeError("bench_mixed needs a CUDA GPU")
-    from ..models.loader import load_model
-    from .bench import device_name, versions
+        raise ValueError("bench mixed needs a CUDA GPU")
+    from ...models.loader import load_model
     dev = torch.device("cuda")
-    report = dict(benchmark="bench_mixed", timestamp=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                  device=device_name(dev), versions=versions(), quick=quick)
+    report = make_report("mixed", dev, dict(quick=quick))
 
     def save():
         if json_path:
-            Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-            Path(json_path).write_text(json.dumps(report, indent=2))
+            write_report(report, json_path)
     llama = load_model("llama-3.2-1b", device=dev, dtype=torch.bfloat16, random_weights=True)
     report["mixed_steps"] = dict(model="llama-3.2-1b (random, bf16)", rows=[
         *mixed_steps(llama, steps=5 if quick else 20), *mixed_steps(llama, steps=5 if quick else 20,
@@ -152,19 +150,15 @@ def run(json_path=None, quick=False, log=print) -> dict:
     return report
 
 
-def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", help="where to write results (default: named by device)")
-    parser.add_argument("--quick", action="store_true", help="fewer steps and repeats (for a smoke run)")
-    a = parser.parse_args(argv)
+def add_arguments(p) -> None:
+    p.add_argument("--quick", action="store_true", help="fewer steps and repeats (for a smoke run)")
+
+
+def run_cli(args) -> int:
+    from ..harness import device_info
     if not torch.cuda.is_available():
-        raise SystemExit("bench_mixed needs a CUDA GPU")
-    from .bench_kernels import device_slug
-    path = a.json or f"gpu_{device_slug(torch.cuda.get_device_name())}_mixed.json"
-    report = run(path, a.quick)
+        raise ValueError("bench mixed needs a CUDA GPU")
+    path = output_path(args, device_info("cuda"), "mixed")
+    run(path, args.quick)
     print(f"wrote {path}")
-    return report
-
-
-if __name__ == "__main__":
-    main()
+    return 0

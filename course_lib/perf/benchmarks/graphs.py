@@ -1,7 +1,8 @@
-"""Decode step time with and without CUDA graphs (Day 14), next to the weight-bytes floor.
+"""``python -m course_lib bench graphs``: decode step time with and without CUDA graphs (Day 14), next
+to the weight-bytes floor.
 
-    python -m course_lib.perf.bench_graphs --model qwen3-0.6b \
-        --json data/results/gpu_h100_graphs_qwen3-0.6b.json
+    python -m course_lib bench graphs --model qwen3-0.6b [--json PATH | --json-dir DIR]
+                                                          # gpu_<device>_graphs_qwen3-0.6b.json
 
 What "step time" means here: the wall-clock time of ``LLMEngine.step()`` of the real engine
 (continuous scheduler, paged KV cache, Triton attention, greedy sampling, random bf16 weights of a
@@ -18,19 +19,23 @@ CPU cost that graphs remove.
 Modes (one engine each): ``graphs`` (CUDA graphs, the engine's default scheduling), ``graphs-sync``
 (graphs, async scheduling off: what overlapping the host with the GPU saves), ``eager`` (no graphs).
 
-Floors: ``weight_floor_ms`` = parameter bytes / measured copy bandwidth (every weight read once per
-step); ``floor_ms`` adds the K/V that the step reads (B * context * kv_bytes_per_token).
+Floors: ``weight_floor_ms`` = matmul weight bytes (shapes.weight_bytes) / measured copy bandwidth
+(every weight read once per step); ``floor_ms`` adds the K/V that the step reads
+(B * context * kv_bytes_per_token).
 """
 from __future__ import annotations
 
-import argparse
 import gc
-import json
 import statistics
 import time
-from pathlib import Path
 
 import torch
+
+from ..harness import guarded, make_report, output_path, write_report
+from ..roofline import copy_bandwidth
+from ..shapes import model_info
+
+HELP = "the engine's decode step with CUDA graphs (async, sync) and eager, batch 1-256, vs its floor (CUDA)"
 
 BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 QUICK_BATCHES = (1, 8, 64)
@@ -38,11 +43,6 @@ MODES = {"graphs": dict(cuda_graphs=True, async_scheduling=None),          # Non
          "graphs-sync": dict(cuda_graphs=True, async_scheduling=False),
          "eager": dict(cuda_graphs=False, async_scheduling=None)}
 ACCEPT = dict(model="llama-3.2-1b", batch=1, mode="graphs", max_ratio_to_weight_floor=2.0)
-
-
-def param_bytes(model) -> int:
-    """Bytes of the model's parameters, a tied embedding / LM head counted once (it is read once)."""
-    return sum(p.numel() * p.element_size() for p in model.parameters())
 
 
 def floors_ms(weight_bytes, kv_bytes_per_token, batch, context, gb_per_s) -> dict:
@@ -65,7 +65,7 @@ def time_batch(engine, batch: int, context: int, steps: int, warmup: int, seed: 
 
     The requests are aborted (and a step still in flight drained) afterwards, so the engine can take
     the next batch size."""
-    from ..config import SamplingParams
+    from ...config import SamplingParams
     # None may finish while timed: the first admitted decode through all the prefill steps, too
     # (batch 128 x 512 tokens is 16 steps at a 4096-token budget; recorded runs missed this).
     prefill_steps = -(-batch * context // engine.cfg.max_num_batched_tokens) + 1
@@ -112,9 +112,8 @@ def time_batch(engine, batch: int, context: int, steps: int, warmup: int, seed: 
 def measure(model, batches, context: int, steps: int, warmup: int, mode: str = "graphs",
             log=print) -> list[dict]:
     """One engine in ``mode`` (see MODES) sized for max(batches); one row per batch size, errors recorded."""
-    from ..config import EngineConfig
-    from ..engine.llm_engine import LLMEngine
-    from .bench_kernels import guarded
+    from ...config import EngineConfig
+    from ...engine.llm_engine import LLMEngine
     budget = max(16384, context)
     prefill_steps = -(-max(batches) * context // budget) + 1     # as time_batch counts them
     max_len = context + warmup + steps + prefill_steps + 8
@@ -136,20 +135,19 @@ def measure(model, batches, context: int, steps: int, warmup: int, mode: str = "
     return rows
 
 
-def make_report(device, versions, model_info: dict, copy: dict, kv_bytes_per_token: int, rows: list[dict],
-                context: int, steps: int, warmup: int, quick: bool) -> dict:
-    """The JSON: context, one row per (mode, batch) with floors and ratios, the acceptance check."""
+def figures(model: dict, copy: dict, kv_bytes_per_token: int, rows: list[dict], context: int, steps: int,
+            warmup: int, quick: bool) -> dict:
+    """The report's figures: one row per (mode, batch) with floors and ratios, the acceptance check."""
     points = []
     for r in rows:
-        r = dict(r, **floors_ms(model_info["param_bytes"], kv_bytes_per_token, r["batch"],
+        r = dict(r, **floors_ms(model["weight_bytes"], kv_bytes_per_token, r["batch"],
                                 r.get("context", context), copy["gb_per_s"]))
         if "step_ms" in r:
             r["ratio_to_weight_floor"] = r["step_ms"] / r["weight_floor_ms"]
         points.append(r)
-    return dict(benchmark="bench_graphs", timestamp=time.strftime("%Y-%m-%dT%H:%M:%S%z"), device=device,
-                versions=versions, model=model_info, context=context, steps=steps, warmup=warmup,
-                quick=quick, copy=copy, kv_bytes_per_token=kv_bytes_per_token, points=points,
-                acceptance=acceptance(model_info["name"], points))
+    return dict(model=model, context=context, steps=steps, warmup=warmup, quick=quick, copy=copy,
+                kv_bytes_per_token=kv_bytes_per_token, points=points,
+                acceptance=acceptance(model["name"], points))
 
 
 def acceptance(model_name: str, points) -> dict:
@@ -189,20 +187,17 @@ def run(model_name="qwen3-0.6b", batches=BATCHES, context=512, steps=20, warmup=
     14 (``LlamaModel.use_fused_kernels(fused, gemv)``; on, as the engine runs by default on a GPU).
     Writes ``json_path`` after each mode."""
     if not torch.cuda.is_available():
-        raise RuntimeError("bench_graphs needs a CUDA GPU: graphs and launch overhead are GPU matters")
-    from ..models.loader import load_model
-    from .bench import device_name, versions
-    from .bench_kernels import copy_bandwidth
+        raise ValueError("bench graphs needs a CUDA GPU: graphs and launch overhead are GPU matters")
+    from ...models.loader import load_model
     dev = torch.device("cuda")
     copy = copy_bandwidth()
     model = load_model(model_name, device=dev, dtype=dtype, random_weights=True)
     model.use_fused_kernels(fused, gemv)
-    info = dict(name=model_name, dtype=str(dtype).removeprefix("torch."), random_weights=True,
-                fused_kernels=fused, gemv=model.lm_head.gemv, params=sum(p.numel() for p in model.parameters()),
-                param_bytes=param_bytes(model), layers=model.cfg.num_layers, hidden=model.cfg.hidden_size)
+    info = model_info(model.cfg, model_name, dtype, True, fused_kernels=fused, gemv=model.lm_head.gemv)
     kvb = model.cfg.kv_bytes_per_token(torch.empty((), dtype=dtype).element_size())
-    log(f"{device_name(dev)}: copy {copy['gb_per_s']:.0f} GB/s; {model_name} {info['param_bytes'] / 1e9:.2f} "
-        f"GB of weights: floor {info['param_bytes'] / copy['gb_per_s'] / 1e6:.3f} ms per step")
+    log(f"{torch.cuda.get_device_name()}: copy {copy['gb_per_s']:.0f} GB/s; {model_name} "
+        f"{info['weight_bytes'] / 1e9:.2f} GB of weights: floor {info['weight_bytes'] / copy['gb_per_s'] / 1e6:.3f} "
+        f"ms per step")
     rows, report = [], None
     for mode in modes:
         try:
@@ -211,47 +206,46 @@ def run(model_name="qwen3-0.6b", batches=BATCHES, context=512, steps=20, warmup=
             err = f"{type(e).__name__}: {str(e)[:300]}"
             rows += [dict(batch=b, mode=mode, error=err) for b in batches]
             log(f"{mode}: FAILED ({err})")
-        report = make_report(device_name(dev), versions(), info, copy, kvb, rows, context, steps, warmup,
-                             quick)
+        report = make_report("graphs", dev, figures(info, copy, kvb, rows, context, steps, warmup, quick))
         if json_path:
-            Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-            Path(json_path).write_text(json.dumps(report, indent=2))
+            write_report(report, json_path)
     return report
 
 
-def main(argv=None) -> dict:
-    from ..models.registry import KNOWN_MODELS
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="qwen3-0.6b", choices=sorted(KNOWN_MODELS))
-    parser.add_argument("--json", help="where to write results (default: named by device and model)")
-    parser.add_argument("--batches", help="comma-separated batch sizes (default 1,2,4,...,256)")
-    parser.add_argument("--context", type=int, default=512, help="prompt tokens per sequence")
-    parser.add_argument("--steps", type=int, default=20, help="timed decode steps per batch size")
-    parser.add_argument("--quick", action="store_true", help=f"batches {QUICK_BATCHES}, 5 steps (for tests)")
-    parser.add_argument("--unfused", action="store_true",
-                        help="plain torch ops and cuBLAS instead of the fused Triton kernels (Days 9, 14)")
-    parser.add_argument("--no-gemv", action="store_true",
-                        help="cuBLAS instead of the Triton GEMV kernel at batch 1 (Day 14)")
-    parser.add_argument("--modes", default=",".join(MODES), help=f"comma-separated, from {list(MODES)}")
-    a = parser.parse_args(argv)
+def add_arguments(p) -> None:
+    p.add_argument("--model", default="qwen3-0.6b", help="a registry name (random weights of its shape)")
+    p.add_argument("--batches", help="comma-separated batch sizes (default 1,2,4,...,256)")
+    p.add_argument("--context", type=int, default=512, help="prompt tokens per sequence")
+    p.add_argument("--steps", type=int, default=20, help="timed decode steps per batch size")
+    p.add_argument("--quick", action="store_true", help=f"batches {QUICK_BATCHES}, 5 steps (for tests)")
+    p.add_argument("--unfused", action="store_true",
+                   help="plain torch ops and cuBLAS instead of the fused Triton kernels (Days 9, 14)")
+    p.add_argument("--no-gemv", action="store_true",
+                   help="cuBLAS instead of the Triton GEMV kernel at batch 1 (Day 14)")
+    p.add_argument("--modes", default=",".join(MODES), help=f"comma-separated, from {list(MODES)}")
+
+
+def run_cli(args) -> int:
+    from ...models.registry import KNOWN_MODELS
+    from ..harness import device_info
+    if args.model not in KNOWN_MODELS:
+        raise ValueError(f"--model must be one of {sorted(KNOWN_MODELS)}, got {args.model!r}")
+    modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
+    if not modes or not set(modes) <= set(MODES):
+        raise ValueError(f"--modes must be chosen from {list(MODES)}, got {args.modes!r}")
+    try:
+        batches = (tuple(int(b) for b in args.batches.split(",")) if args.batches
+                   else QUICK_BATCHES if args.quick else BATCHES)
+    except ValueError:
+        raise ValueError(f"--batches must be comma-separated integers, got {args.batches!r}") from None
     if not torch.cuda.is_available():
-        raise SystemExit("bench_graphs needs a CUDA GPU: graphs and launch overhead are GPU matters")
-    from .bench_kernels import device_slug
-    batches = (tuple(int(b) for b in a.batches.split(",")) if a.batches
-               else QUICK_BATCHES if a.quick else BATCHES)
-    path = a.json or f"gpu_{device_slug(torch.cuda.get_device_name())}_graphs_{a.model}.json"
-    modes = tuple(a.modes.split(","))
-    if not set(modes) <= set(MODES):
-        raise SystemExit(f"--modes must be chosen from {list(MODES)}, got {a.modes!r}")
-    report = run(a.model, batches, a.context, 5 if a.quick else a.steps, json_path=path, quick=a.quick,
-                 fused=not a.unfused, gemv=not a.no_gemv, modes=modes)
+        raise ValueError("bench graphs needs a CUDA GPU: graphs and launch overhead are GPU matters")
+    path = output_path(args, device_info("cuda"), "graphs", args.model)
+    report = run(args.model, batches, args.context, 5 if args.quick else args.steps, json_path=path,
+                 quick=args.quick, fused=not args.unfused, gemv=not args.no_gemv, modes=modes)
     acc = report["acceptance"]
     if acc["applies"]:
         print(f"acceptance: batch 1 with graphs at {acc['ratio_to_weight_floor']} x the weight floor "
               f"(target <= {acc['max_ratio_to_weight_floor']}): {'ok' if acc['ok'] else 'MISSED'}")
     print(f"wrote {path}")
-    return report
-
-
-if __name__ == "__main__":
-    main()
+    return 0

@@ -1,6 +1,6 @@
-"""GPU micro-benchmarks of the attention kernels (Days 10-11): how close do they get to the hardware?
+"""``python -m course_lib bench kernels``: the attention kernels (Days 10-11) against the hardware.
 
-    python -m course_lib.perf.bench_kernels --json data/results/gpu_h100_kernels.json [--quick]
+    python -m course_lib bench kernels [--quick] [--json PATH | --json-dir DIR]   # gpu_<device>_kernels.json
 
 Three sections, every point checked against a float32 reference before it is timed, every failing
 point recorded with its error (the sweep goes on):
@@ -14,20 +14,20 @@ point recorded with its error (the sweep goes on):
 - ``prefill``: one sequence of T tokens, and a varlen batch; Triton vs SDPA (flash backend) vs naive
   attention that writes out the (H, T, T) scores. Time, TFLOP/s and peak memory above the inputs.
 
-Times are medians of CUDA-graph replays with L2 flushed before each (the kernels alone, reading HBM);
-``ms_eager`` adds the host's Python and launches. CUDA only; the pure helpers run anywhere.
+Times are medians of CUDA-graph replays with L2 flushed before each (timers.lone_call_ms: the kernels
+alone, reading HBM); ``ms_eager`` adds the host's Python and launches. CUDA only; the pure helpers run
+anywhere.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import re
-import statistics
-import time
-from pathlib import Path
 
 import torch
+
+from .. import timers
+from ..harness import guarded, make_report, output_path, write_report
+from ..roofline import copy_bandwidth
+from ..shapes import decode_attention_bytes
 
 POINTS = [(64, 4096), (1, 4096), (8, 4096), (32, 8192), (128, 1024), (4, 32768)]  # split_kv (batch, context)
 SHAPE = dict(heads=16, kv_heads=8, head_dim=128, block_size=16)   # one layer of qwen3-0.6b's attention
@@ -39,17 +39,10 @@ VARLEN = (4096, 2048, 1536, 1024, 777, 512, 300, 77)   # one varlen prefill batc
 QUICK = dict(batches=(1, 64), contexts=(256, 4096), lengths=(512, 2048), varlen=(1024, 300, 77),
              split_points=[(1, 4096), (64, 4096)])
 ACCEPT = dict(impl="triton", batch=64, context=4096, min_frac_of_copy=0.7)
-FLUSH_BYTES = 256 << 20                             # larger than any L2 (50 MB on an H100)
-_flush = None
+HELP = "attention kernels (Days 10-11): decode bandwidth, split-KV, prefill vs SDPA and naive (CUDA)"
 
 
 # ---- pure helpers: bytes, FLOPs, point selection, results (tested on the CPU) -----------------------
-def decode_bytes(batch, context, heads, kv_heads, head_dim, block_size, dtype_bytes) -> int:
-    """Bytes one decode call must move: K and V (2*B*L*KVH*D*w), int32 block tables, q in, out."""
-    kv = 2 * batch * context * kv_heads * head_dim * dtype_bytes
-    return kv + 4 * batch * math.ceil(context / block_size) + 2 * batch * heads * head_dim * dtype_bytes
-
-
 def prefill_flops(lengths, heads, head_dim) -> int:
     """Causal attention FLOPs: query i meets i + 1 keys, 2*D for q.k and 2*D for p*v, per head."""
     return sum(4 * heads * head_dim * T * (T + 1) // 2 for T in lengths)
@@ -76,18 +69,6 @@ def select_points(batches, contexts, kv_bytes_per_token, max_kv_bytes=None):
     return kept, skipped
 
 
-def guarded(row: dict, fn) -> dict:
-    """row updated with fn()'s dict, or with the error fn raised (one bad point must not stop a sweep)."""
-    try:
-        row.update(fn())
-    except Exception as e:                          # noqa: BLE001 - recorded in the JSON instead
-        row["error"] = f"{type(e).__name__}: {str(e)[:300]}"
-    finally:
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    return row
-
-
 def acceptance(decode_rows) -> dict:
     """The Day 11 target: Triton decode at batch 64, context 4096 reaches 70% of copy bandwidth."""
     hit = [r for r in decode_rows if r.get("impl") == ACCEPT["impl"] and r.get("batch") == ACCEPT["batch"]
@@ -96,35 +77,12 @@ def acceptance(decode_rows) -> dict:
     return dict(ACCEPT, frac_of_copy=frac, ok=frac is not None and frac >= ACCEPT["min_frac_of_copy"])
 
 
-def make_report(device, versions, copy, sections: dict, quick: bool, dtype="bfloat16",
-                max_rel_err: float = 2e-2) -> dict:
-    """The JSON: context (device, versions, shape), every section's rows, the acceptance check."""
+def figures(copy, sections: dict, quick: bool, dtype="bfloat16", max_rel_err: float = 2e-2) -> dict:
+    """The report's figures: the shape, every section's rows, the acceptance check, all_correct."""
     rows = [r for rs in sections.values() for r in rs if "skipped" not in r]
-    return dict(benchmark="bench_kernels", timestamp=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                device=device, versions=versions, shape=dict(SHAPE, dtype=dtype), quick=quick,
-                copy=copy, **sections, acceptance=acceptance(sections.get("decode", [])),
-                max_rel_err=max_rel_err,
+    return dict(shape=dict(SHAPE, dtype=dtype), quick=quick, copy=copy, **sections,
+                acceptance=acceptance(sections.get("decode", [])), max_rel_err=max_rel_err,
                 all_correct=all("error" not in r and r.get("rel_err", 0) <= max_rel_err for r in rows))
-
-
-def recorded_results(pattern: str, folder, benchmark: str = "bench_kernels") -> list[tuple[Path, dict]]:
-    """(path, report) of the files in ``folder`` matching ``pattern`` written by ``benchmark`` (the
-    report's "benchmark" key): full sweeps before --quick ones, newest first."""
-    found = []
-    for path in Path(folder).glob(pattern):
-        try:
-            report = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        if isinstance(report, dict) and report.get("benchmark") == benchmark:
-            found.append((path, report))
-    return sorted(found, key=lambda f: (not f[1].get("quick", False), f[0].stat().st_mtime), reverse=True)
-
-
-def device_slug(name: str) -> str:
-    """A short file-name tag, as the bench suite makes it: "NVIDIA H100 80GB HBM3" -> "h100"."""
-    m = re.search(r"\b([A-Z]+\d+[A-Za-z]*)\b", name.replace("NVIDIA", ""))
-    return m.group(1).lower() if m else re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
 # ---- inputs and references ---------------------------------------------------------------------
@@ -169,7 +127,7 @@ def contiguous_kv(args, i):
 
 def reference_rows(args, rows):
     """paged_attention_ref in float32 on decode rows ``rows`` only: their blocks copied into a small pool."""
-    from ..kv.paged import paged_attention_ref
+    from ...kv.paged import paged_attention_ref
     q, k_cache, v_cache, block_tables, seq_lens, _ = args
     rows = torch.as_tensor(rows, device=q.device)
     tables = block_tables[rows].long()                               # (R, n)
@@ -205,51 +163,7 @@ def rel_err(got, ref) -> float:
     return ((got.float() - ref).norm() / ref.norm()).item()
 
 
-# ---- timing (CUDA) -----------------------------------------------------------------------------
-def capture(fn) -> "torch.cuda.CUDAGraph":
-    """``fn`` run once on a side stream (warm-up: compile, pick kernels, size allocations), then
-    captured in a CUDA graph, ready to replay."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        fn()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    return graph
-
-
-def replay_ms(fn, reps: int = 30) -> float:
-    """Median ms of ``fn`` captured once in a CUDA graph and replayed, L2 flushed before each replay:
-    device time of the kernels alone, with data coming from HBM rather than a warm L2."""
-    global _flush
-    if _flush is None:
-        _flush = torch.empty(FLUSH_BYTES // 4, device="cuda", dtype=torch.int32)
-    graph = capture(fn)
-    events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
-              for _ in range(reps)]
-    for start, end in events:
-        _flush.zero_()
-        start.record()
-        graph.replay()
-        end.record()
-    torch.cuda.synchronize()
-    del graph
-    return statistics.median(s.elapsed_time(e) for s, e in events)
-
-
-def time_ms(fn) -> dict:
-    """Graph-replay time (``ms``; the eager time when capture fails) and eager time (host included)."""
-    from triton.testing import do_bench
-    out = dict(ms_eager=do_bench(fn, return_mode="median"))
-    try:
-        out.update(ms=replay_ms(fn), timing="cuda graph, L2 flushed")
-    except Exception as e:                          # noqa: BLE001
-        out.update(ms=out["ms_eager"], timing=f"eager (graph failed: {type(e).__name__})")
-    return out
-
-
+# ---- timing (CUDA) ---------------------------------------------------------------------------
 def peak_extra_bytes(fn) -> int:
     """Most memory allocated during ``fn`` above what was allocated before it (its temporaries + output)."""
     torch.cuda.synchronize()
@@ -260,21 +174,11 @@ def peak_extra_bytes(fn) -> int:
     return torch.cuda.max_memory_allocated() - base
 
 
-def copy_bandwidth(nbytes: int = 1 << 30) -> dict:
-    """The yardstick of every sweep here: roofline.measure_bandwidth on the GPU (the one the bench's
-    floor uses), nbytes read plus nbytes written. A read-mostly kernel can beat it a little (no
-    read/write turnarounds), so a fraction just above 100% is not an error."""
-    from .roofline import measure_bandwidth
-
-    bytes_per_s = measure_bandwidth("cuda", nbytes)
-    return dict(bytes=nbytes, ms=2 * nbytes / bytes_per_s * 1e3, gb_per_s=bytes_per_s / 1e9)
-
-
 # ---- the sweeps ----------------------------------------------------------------------------------
 def bench_point(batch, context, dtype, copy_gbs, num_splits=None, impl="triton", device="cuda") -> dict:
     """One decode point: ``impl`` "triton" (``num_splits`` None = heuristic) or "torch"."""
-    from ..kernels import paged_attention as pa
-    from ..kv.paged import paged_decode_torch
+    from ...kernels import paged_attention as pa
+    from ...kv.paged import paged_decode_torch
 
     args = decode_batch(batch, context, dtype=dtype, device=device, **SHAPE)
     q, k_cache, *_ = args
@@ -285,8 +189,8 @@ def bench_point(batch, context, dtype, copy_gbs, num_splits=None, impl="triton",
         fn, splits = (lambda: paged_decode_torch(*args)), None                           # noqa: E731
     rows = sorted({0, batch // 3, batch // 2, batch - 1})               # spread over the pool
     err = rel_err(fn()[rows], reference_rows(args, rows))
-    t = time_ms(fn)
-    total = decode_bytes(batch, context, dtype_bytes=k_cache.element_size(), **SHAPE)
+    t = timers.time_ms(fn)                   # graph replay, L2 flushed (eager if capture fails)
+    total = decode_attention_bytes(batch, context, dtype_bytes=k_cache.element_size(), **SHAPE)
     gbs = total / t["ms"] / 1e6
     return dict(rel_err=err, num_splits=splits, bytes=total, gb_per_s=gbs, frac_of_copy=gbs / copy_gbs,
                 gb_per_s_eager=total / t["ms_eager"] / 1e6, **t)
@@ -319,8 +223,8 @@ def split_sweep(points, copy_gbs, dtype=torch.bfloat16, log=print, device="cuda"
 
 
 def prefill_point(impl, lengths, dtype, device="cuda") -> dict:
-    from ..kernels import paged_attention_triton
-    from ..kv.paged import paged_attention_ref
+    from ...kernels import paged_attention_triton
+    from ...kv.paged import paged_attention_ref
 
     args = prefill_batch(lengths, dtype=dtype, device=device, **SHAPE)
     q, *_, qsl = args
@@ -339,7 +243,7 @@ def prefill_point(impl, lengths, dtype, device="cuda") -> dict:
     err = rel_err(fn(), ref)
     del ref
     peak = peak_extra_bytes(fn)
-    t = time_ms(fn)
+    t = timers.time_ms(fn)                   # graph replay, L2 flushed (eager if capture fails)
     return dict(rel_err=err, peak_extra_bytes=peak, output_bytes=q.nbytes,
                 tflops=prefill_flops(lengths, H, SHAPE["head_dim"]) / t["ms"] / 1e9, **t)
 
@@ -370,11 +274,10 @@ def run(quick: bool = False, json_path=None, max_rel_err: float = 2e-2, log=prin
         sections=("decode", "split_kv", "prefill")) -> dict:
     """The ``sections`` asked for; writes ``json_path`` after each, so a crash keeps what was measured."""
     if not torch.cuda.is_available():
-        raise RuntimeError("bench_kernels needs a CUDA GPU (the interpreter's timings mean nothing)")
-    from .bench import device_name, versions
-    dev = device_name(torch.device("cuda"))
+        raise ValueError("bench kernels needs a CUDA GPU (the interpreter's timings mean nothing)")
     copy = copy_bandwidth()
-    log(f"{dev}: device-to-device copy {copy['gb_per_s']:.0f} GB/s")
+    dev = torch.device("cuda")
+    log(f"{torch.cuda.get_device_name()}: device-to-device copy {copy['gb_per_s']:.0f} GB/s")
     cfg = QUICK if quick else dict(batches=DECODE_BATCHES, contexts=DECODE_CONTEXTS, lengths=PREFILL_LENGTHS,
                                    varlen=VARLEN, split_points=POINTS)
     sweeps = dict(decode=lambda: decode_sweep(cfg["batches"], cfg["contexts"], copy["gb_per_s"], log=log),
@@ -383,10 +286,9 @@ def run(quick: bool = False, json_path=None, max_rel_err: float = 2e-2, log=prin
     done = {}
     for name in sections:
         done[name] = sweeps[name]()
-        report = make_report(dev, versions(), copy, done, quick, max_rel_err=max_rel_err)
+        report = make_report("kernels", dev, figures(copy, done, quick, max_rel_err=max_rel_err))
         if json_path:
-            Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-            Path(json_path).write_text(json.dumps(report, indent=2))
+            write_report(report, json_path)
     acc = report["acceptance"]
     if "decode" in done:
         log(f"acceptance: triton decode batch 64, context 4096 at {acc['frac_of_copy']} of copy "
@@ -394,21 +296,20 @@ def run(quick: bool = False, json_path=None, max_rel_err: float = 2e-2, log=prin
     return report
 
 
-def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", help="where to write results (default: named by device and versions)")
-    parser.add_argument("--quick", action="store_true", help="a few points per section (for tests)")
-    parser.add_argument("--max-rel-err", type=float, default=2e-2)
-    a = parser.parse_args(argv)
+def add_arguments(p) -> None:
+    p.add_argument("--quick", action="store_true", help="a few points per section (for tests)")
+    p.add_argument("--max-rel-err", type=float, default=2e-2)
+    p.add_argument("--sections", default="decode,split_kv,prefill", help="comma-separated, from decode, split_kv, prefill")
+
+
+def run_cli(args) -> int:
+    from ..harness import device_info
+    sections = tuple(x.strip() for x in args.sections.split(",") if x.strip())
+    if not sections or not set(sections) <= {"decode", "split_kv", "prefill"}:
+        raise ValueError(f"--sections must be chosen from decode, split_kv, prefill, got {args.sections!r}")
     if not torch.cuda.is_available():
-        raise SystemExit("bench_kernels needs a CUDA GPU (the interpreter's timings mean nothing)")
-    import triton
-    path = a.json or (f"gpu_{device_slug(torch.cuda.get_device_name())}_kernels_torch{torch.__version__}"
-                      f"_triton{triton.__version__}.json")
-    report = run(a.quick, path, a.max_rel_err)
+        raise ValueError("bench kernels needs a CUDA GPU (the interpreter's timings mean nothing)")
+    path = output_path(args, device_info("cuda"), "kernels")
+    report = run(args.quick, path, args.max_rel_err, sections=sections)
     print(f"wrote {path}" + ("" if report["all_correct"] else "; some points failed or were inaccurate!"))
-    return report
-
-
-if __name__ == "__main__":
-    main()
+    return 0
