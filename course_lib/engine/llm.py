@@ -92,24 +92,35 @@ class LLM:
             engine.validate(ids, sp)
             checked.append((p if isinstance(p, str) else None, ids, sp))
         ids = []
-        done: dict[str, RequestOutput] = {}
         bar = _progress(len(prompts)) if use_tqdm else None
         try:
-            for text, prompt_ids, sp in checked:
-                ids.append(engine._add(text, prompt_ids, sp, None, None, "final_only"))
-            while engine.has_unfinished_requests():
-                for out in engine.step():
-                    if out.finished:
-                        done[out.request_id] = out
-                        if bar is not None:
-                            bar.update(1)
+            done = run_to_completion(engine, ids, bar, add=lambda: ids.extend(
+                engine._add(text, prompt_ids, sp, None, None, "final_only") for text, prompt_ids, sp in checked))
         finally:
-            for rid in ids:
-                if rid not in done:
-                    engine.abort_request(rid)
             if bar is not None:
                 bar.close()
         return [done[i] for i in ids]
+
+
+def run_to_completion(engine, ids: list[str], bar=None, add=None) -> dict[str, RequestOutput]:
+    """Step ``engine`` until nothing is left; the finished outputs by request id. ``add`` (called
+    first) queues the requests and fills ``ids``; if anything raises, whatever of ``ids`` has not
+    finished is aborted, so a failed run leaves no request (and no KV block) behind."""
+    done: dict[str, RequestOutput] = {}
+    try:
+        if add is not None:
+            add()
+        while engine.has_unfinished_requests():
+            for out in engine.step():
+                if out.finished:
+                    done[out.request_id] = out
+                    if bar is not None:
+                        bar.update(1)
+    finally:
+        for rid in ids:
+            if rid not in done:
+                engine.abort_request(rid)
+    return done
 
 
 def _as_prompt_list(prompts) -> list:

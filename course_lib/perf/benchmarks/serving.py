@@ -63,23 +63,14 @@ def make_llm(model, scheduler: str, workload: Workload, **engine_kw):
 def run_engine(model, workload: Workload, scheduler: str, bar=None, **engine_kw) -> PeerResult:
     """Every request queued at once, stepped to the end (LLM.generate's loop, with ``bar`` updated)."""
     from ...config import SamplingParams
+    from ...engine.llm import run_to_completion
     llm = make_llm(model, scheduler, workload, **engine_kw)
-    engine, done, ids = llm.engine, {}, []
+    engine, ids = llm.engine, []
     t0 = time.perf_counter()
-    try:
-        for r in workload.requests:
-            ids.append(engine.add_request(r.prompt_token_ids, SamplingParams(
-                temperature=0, max_tokens=r.max_tokens, ignore_eos=True), output_kind="final_only"))
-        while engine.has_unfinished_requests():
-            for out in engine.step():
-                if out.finished:
-                    done[out.request_id] = out
-                    if bar is not None:
-                        bar.update(1)
-    finally:
-        for rid in ids:
-            if rid not in done:
-                engine.abort_request(rid)
+    done = run_to_completion(engine, ids, bar, add=lambda: ids.extend(
+        engine.add_request(r.prompt_token_ids, SamplingParams(temperature=0, max_tokens=r.max_tokens,
+                                                              ignore_eos=True), output_kind="final_only")
+        for r in workload.requests))
     wall = time.perf_counter() - t0
     outs = [done[i] for i in ids]
     timings = [RequestTiming(o.metrics.arrival_time, o.metrics.first_token_time, o.metrics.finish_time,
