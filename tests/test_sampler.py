@@ -205,6 +205,17 @@ def test_no_logprobs_no_work():
     assert out.logprobs is None and out.top_ids is None
 
 
+def test_top_p_boundary_equals_hf():
+    """Exactly at the boundary a token is dropped (HF and vLLM): 0.5 + 0.25 reach top_p=0.75, so the
+    two 0.125s go; four tokens of 0.25 at top_p=0.5 keep two (which two is a tie)."""
+    u = torch.tensor([[0.5, 0.125, 0.25, 0.125]]).log()
+    hf = TopPLogitsWarper(0.75)(None, u.clone()).softmax(-1)
+    torch.testing.assert_close(apply_filters(u, [SamplingParams(top_p=0.75)]), hf)
+    torch.testing.assert_close(hf, torch.tensor([[2 / 3, 0, 1 / 3, 0]]))
+    flat = torch.tensor([[0.25] * 4]).log()
+    assert (apply_filters(flat, [SamplingParams(top_p=0.5)]) > 0).sum() == 2
+
+
 def test_filter_probs_skips_are_exact():
     logits = logits_for(2)
     k, p, m = torch.tensor([V, V]), torch.tensor([1.0, 1.0]), torch.tensor([0.0, 0.0])

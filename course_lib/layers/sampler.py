@@ -91,10 +91,12 @@ def filter_probs(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor,
         sorted_logits, order = logits.sort(dim=-1, descending=True)          # (B, V)
         rank = torch.arange(V, device=logits.device)[None, :]
         # top-k first; top-p then measures mass on what top-k kept (the order vLLM and HF use):
-        # drop a token once the better ones already cover top_p of the mass.
+        # drop a token once the better ones already cover top_p of the mass (>=, as HF and vLLM:
+        # four tokens of 0.25 at top_p=0.5 keep two). top_p=1 drops nothing, even where the float
+        # cumsum reaches 1.0 before the last tokens.
         sorted_logits = sorted_logits.masked_fill(rank >= top_k[:, None], NEG_INF)
         sorted_probs = sorted_logits.softmax(dim=-1)
-        drop = (sorted_probs.cumsum(-1) - sorted_probs) > top_p[:, None]
+        drop = ((sorted_probs.cumsum(-1) - sorted_probs) >= top_p[:, None]) & (top_p[:, None] < 1)
         sorted_logits = sorted_logits.masked_fill(drop, NEG_INF)
         logits = torch.full_like(logits, NEG_INF).scatter(-1, order, sorted_logits)
     probs = logits.softmax(dim=-1)
