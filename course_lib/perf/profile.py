@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 
 from ..engine import profiling
+from .timers import sync
 from .trace import (busy_us, load_trace, nest, phase_breakdown, phase_times, self_times, step_ranges,
                     summarize_steps)
 
@@ -88,11 +89,6 @@ def _decode(engine, batch: int, name: str | None = None) -> None:
     if len(engine.scheduler.running) != batch:
         raise RuntimeError(f"a decode step must keep all {batch} sequences running, "
                            f"{len(engine.scheduler.running)} are")
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def build_engine(model, batch: int, prompt_len: int, steps: int, warmup_steps: int, *, device=None,
@@ -156,7 +152,7 @@ def profile_engine(model="smollm2-135m", batch: int = 1, prompt_len: int = 32, s
                 _decode(engine, batch, FILL_RANGE)
             for _ in range(steps):
                 _decode(engine, batch, "decode_step")
-            _sync(dev)
+            sync(dev)
         profiling.enable(False)
         unprofiled = []
         for _ in range(steps):
