@@ -135,9 +135,7 @@ class LLMEngine:
             raise ValueError(f"a request of {total} tokens needs {need} KV blocks, but num_kv_blocks="
                              f"{self.kv_manager.num_blocks}; raise num_kv_blocks or kv_memory_gb")
         vocab = self.model.cfg.vocab_size
-        bad = [t for t in params.stop_token_ids if not 0 <= t < vocab]
-        if bad:
-            raise ValueError(f"stop_token_ids must be token ids in [0, {vocab}), got {bad[:5]}")
+        params.check_vocab(vocab)
         limit = min(self.cfg.max_logprobs, vocab)
         for name in ("logprobs", "prompt_logprobs"):
             k = getattr(params, name)
@@ -202,6 +200,16 @@ class LLMEngine:
                 self.scheduler.finish(seq, "abort", now)
         self._kind[request_id] = "cumulative"
         return self._request_output(req)
+
+    def abort_and_drain(self, request_ids) -> None:
+        """Abort ``request_ids`` and step until a step still in flight for them (async scheduling)
+        has landed, so the engine is left empty and every block is free (benchmarks end runs so)."""
+        for rid in request_ids:
+            self.abort_request(rid)
+        for _ in range(4):
+            if not self.has_unfinished_requests():
+                break
+            self.step()
 
     def has_unfinished_requests(self) -> bool:
         return self.scheduler.has_work() or self._inflight is not None

@@ -71,15 +71,6 @@ def _prefilled(engine, batch: int) -> bool:
             and all(q.num_computed_tokens >= q.num_prompt_tokens for q in s.running))
 
 
-def _drain(engine, ids) -> None:
-    for r in ids:
-        engine.abort_request(r)
-    for _ in range(4):                         # a step still in flight (async scheduling)
-        if not engine.has_unfinished_requests():
-            break
-        engine.step()
-
-
 def _decode(engine, batch: int, name: str | None = None) -> None:
     if name is None:
         engine.step()
@@ -129,7 +120,7 @@ def profile_engine(model="smollm2-135m", batch: int = 1, prompt_len: int = 32, s
         for _ in range(warmup_steps):
             _decode(engine, batch)
     finally:
-        _drain(engine, ids)
+        engine.abort_and_drain(ids)
     if trace_path is None:
         mode = "_graphs" if engine.runner.graphs is not None else ""
         trace_path = Path(tempfile.gettempdir()) / f"course_lib_profile_b{batch}{mode}.trace.json"
@@ -162,7 +153,7 @@ def profile_engine(model="smollm2-135m", batch: int = 1, prompt_len: int = 32, s
     finally:
         profiling.enable(was_on)
         engine.async_scheduling = was_async
-        _drain(engine, ids)
+        engine.abort_and_drain(ids)
     Path(trace_path).parent.mkdir(parents=True, exist_ok=True)
     prof.export_chrome_trace(str(trace_path))
     events = load_trace(trace_path)

@@ -97,12 +97,7 @@ def time_batch(engine, batch: int, context: int, steps: int, warmup: int, seed: 
                 raise RuntimeError(f"step was not a pure decode of {batch} sequences: {rec}")
     finally:
         runner.__dict__.pop("launch", None)                   # the class's method again
-        for r in ids:
-            engine.abort_request(r)
-        for _ in range(4):                                # a step still in flight (async scheduling)
-            if not engine.has_unfinished_requests():
-                break
-            engine.step()
+        engine.abort_and_drain(ids)
     graphs = runner.graphs
     return dict(step_ms=_median(steps_s), step_ms_p90=_p90(steps_s), launch_ms=_median(launches),
                 tokens_per_s=batch / statistics.median(steps_s), context=context + warmup + steps // 2,
