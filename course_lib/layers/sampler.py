@@ -313,7 +313,8 @@ class Sampler:
         if self.any_min_tokens:
             active = self.num_generated[rows] < self.ints[rows, 1]                  # (B,)
             ids = self.stop_ids[rows]                                               # (B, S)
-            x = x.float().scatter(1, ids, torch.where(active[:, None], NEG_INF, x.float().gather(1, ids)))
+            x = x.float()
+            x = x.scatter(1, ids, torch.where(active[:, None], NEG_INF, x.gather(1, ids)))
         if self.any_penalty:
             x = self._penalize(x.float(), rows)
         return x
