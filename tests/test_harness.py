@@ -131,9 +131,12 @@ def test_bench_help_lists_every_benchmark_with_its_line(capsys):
         main(["bench", "--help"])
     out = capsys.readouterr().out
     assert e.value.code == 0
+    lines = out.splitlines()
     for name in BENCHMARKS:
         first = load(name).HELP.split()[:3]
-        assert any(line.split()[:1] == [name] and line.split()[1:4] == first for line in out.splitlines()), (name, out)
+        # argparse puts a long name alone on its line and its help on the next
+        assert any(line.split()[:1] == [name] and (line.split()[1:4] or nxt.split()[:3]) == first
+                   for line, nxt in zip(lines, lines[1:] + [""])), (name, out)
 
 
 @pytest.mark.parametrize("argv,benchmark", [
@@ -163,6 +166,11 @@ def test_old_spellings_still_parse(argv, benchmark):
     (["bench", "kernels", "--sections", "decode,x"], "--sections must be chosen from"),
     (["bench", "fused", "--tokens", "1,a"], "--tokens must be comma-separated integers"),
     (["bench", "soak", "--minutes", "0"], "--minutes must be a positive, finite number"),
+    (["bench", "sampler", "--batches", "1,x"], "--batches must be comma-separated integers"),
+    (["bench", "sampler", "--batches", "0"], "--batches must be positive integers"),
+    (["bench", "sampler", "--vocab", "1"], "--vocab must be an integer >= 2"),
+    (["bench", "notebooks", "--only", "99"], "--only must name days from"),
+    (["bench", "--workload", "nanovllm-cpu", "--cap", "8"], "--cap applies to the anyscale workloads only"),
 ])
 def test_bad_flags_exit_2_naming_the_flag(argv, message, capsys):
     assert main(argv) == 2
@@ -189,3 +197,31 @@ def test_table_notes_say_sample_partial_and_compiled():
     assert notes(compiled) == "compiled, batch 1 2.5 ms/token (20.00x eager)"
     assert notes(dict(compile=dict(compiled=False))) == "NOT compiled"
     assert notes(dict(num_requests=5)) == ""
+
+
+def test_sampler_benchmark_times_every_setting_and_the_loop(tmp_path):
+    path = tmp_path / "s.json"
+    assert main(["bench", "sampler", "--vocab", "512", "--batches", "1,4", "--loop-batches", "4",
+                 "--repeats", "2", "--device", "cpu", "--json", str(path)]) == 0
+    r = harness.load_report(path)
+    assert r["benchmark"] == "sampler" and r["vocab"] == 512
+    got = {(row["impl"], row["setting"], row["batch"]) for row in r["rows"]}
+    settings = ["greedy", "temperature", "filters", "filters+penalties", "top-p+penalties"]
+    assert got == {("batched Sampler", s, b) for s in settings for b in (1, 4)} | \
+        {("per-request loop", "top-p+penalties", 4)}
+    assert all(0 < row["ms_min"] <= row["ms"] <= row["ms_max"] for row in r["rows"])
+    assert r["settings"]["filters+penalties"]["top_k"] == 50 and r["settings"]["greedy"]["temperature"] == 0
+
+
+def test_notebooks_benchmark_records_ok_and_the_failing_cell(tmp_path):
+    import nbformat
+    from course_lib.perf.benchmarks import notebooks
+    good, bad = tmp_path / "01_good.ipynb", tmp_path / "02_bad.ipynb"
+    for path, code in ((good, "x = 1 + 1"), (bad, "assert 1 == 2, 'a check that fails'")):
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
+        nb.metadata["kernelspec"] = dict(name="python3", display_name="Python 3", language="python")
+        nbformat.write(nb, path)
+    rows = notebooks.run([good, bad], tmp_path / "out", timeout_s=60, log=lambda *a: None)
+    assert [r["notebook"] for r in rows] == ["01_good.ipynb", "02_bad.ipynb"]
+    assert rows[0]["status"] == "ok" and rows[0]["wall_s"] > 0 and rows[0]["slowest_cell"]["cell"] == 0
+    assert rows[1]["status"].startswith("PapermillExecutionError") and "a check that fails" in rows[1]["status"]

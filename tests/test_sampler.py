@@ -13,14 +13,17 @@ from course_lib.layers.sampler import (Sampler, apply_filters, apply_penalties, 
 
 V = 64
 EOS = [3]
+# The batched sampler's device paths (counts updated with index_put_, the parameter tables, seeded
+# rows drawing from device generators) run on every device here: on a GPU machine, CUDA too.
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
-def logits_for(batch: int, seed: int = 0) -> torch.Tensor:
-    return 3 * torch.randn(batch, V, generator=torch.Generator().manual_seed(seed))
+def logits_for(batch: int, seed: int = 0, device="cpu") -> torch.Tensor:
+    return (3 * torch.randn(batch, V, generator=torch.Generator().manual_seed(seed))).to(device)
 
 
-def sampler_with(params: list[SamplingParams], prompts: list[list[int]], gens=None) -> Sampler:
-    s = Sampler(V, "cpu", EOS, capacity=2)            # small capacity: adding grows it
+def sampler_with(params: list[SamplingParams], prompts: list[list[int]], gens=None, device="cpu") -> Sampler:
+    s = Sampler(V, device, EOS, capacity=2)           # small capacity: adding grows it
     for i, (p, prompt) in enumerate(zip(params, prompts)):
         s.add(i, p, prompt, None if gens is None else gens[i])
     return s
@@ -76,13 +79,14 @@ MIXED = [SamplingParams(temperature=0, **kw) for kw in (
 PROMPTS = [[1, 2, 2], [10, 11], [5], [20, 21, 22], [30]]
 
 
-def test_batched_penalties_equal_the_reference_over_steps():
+@pytest.mark.parametrize("device", DEVICES)
+def test_batched_penalties_equal_the_reference_over_steps(device):
     """The device token counts, prompt masks and min_tokens counters reproduce the reference built
     from Python lists, step after step (greedy, so each step's token is the processed argmax)."""
-    s = sampler_with(MIXED, PROMPTS)
+    s = sampler_with(MIXED, PROMPTS, device=device)
     outputs = [[] for _ in MIXED]
     for t in range(6):
-        logits = logits_for(len(MIXED), 10 + t)
+        logits = logits_for(len(MIXED), 10 + t, device)
         want = mask_stop_tokens(apply_penalties(logits, PROMPTS, outputs, MIXED),
                                 [len(o) for o in outputs], MIXED, EOS)
         got = s.processed_logits(logits, list(range(len(MIXED))))
@@ -125,14 +129,16 @@ def test_filters_equal_hf_warpers(kw):
 
 # ---- draws ------------------------------------------------------------------------------------------------
 
-def test_batched_draws_equal_the_reference_with_the_same_seeds():
+@pytest.mark.parametrize("device", DEVICES)
+def test_batched_draws_equal_the_reference_with_the_same_seeds(device):
     params = [SamplingParams(temperature=0.9, top_k=20, seed=1), SamplingParams(temperature=0),
               SamplingParams(temperature=1.2, top_p=0.7, min_p=0.02, seed=2), SamplingParams(temperature=0.5, seed=3)]
-    gens = lambda: [None if p.seed is None else torch.Generator().manual_seed(p.seed) for p in params]
-    s = sampler_with(params, [[1]] * 4, gens())
+    gens = lambda: [None if p.seed is None else torch.Generator(device).manual_seed(p.seed)   # noqa: E731
+                    for p in params]
+    s = sampler_with(params, [[1]] * 4, gens(), device)
     ref_gens = gens()
     for t in range(5):
-        logits = logits_for(4, 40 + t)
+        logits = logits_for(4, 40 + t, device)
         assert s(logits, [0, 1, 2, 3]).tokens.tolist() == sample(logits, params, ref_gens)[0].tolist()
 
 
@@ -184,11 +190,12 @@ def test_draws_follow_the_filtered_distribution(kw):
 
 # ---- logprobs ------------------------------------------------------------------------------------------------
 
-def test_logprobs_are_raw_with_ranks_and_top_k():
-    logits = logits_for(3, 5)
+@pytest.mark.parametrize("device", DEVICES)
+def test_logprobs_are_raw_with_ranks_and_top_k(device):
+    logits = logits_for(3, 5, device)
     params = [SamplingParams(temperature=0, logprobs=4, repetition_penalty=1.5),
               SamplingParams(temperature=1.0, seed=0, logprobs=0), SamplingParams(temperature=0)]
-    s = sampler_with(params, [[1, 2], [3], [4]], [None, torch.Generator().manual_seed(0), None])
+    s = sampler_with(params, [[1, 2], [3], [4]], [None, torch.Generator(device).manual_seed(0), None], device)
     out = s(logits, [0, 1, 2])
     lp = logits.log_softmax(-1)
     torch.testing.assert_close(out.logprobs, lp.gather(1, out.tokens[:, None])[:, 0])

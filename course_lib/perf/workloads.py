@@ -70,16 +70,16 @@ def nanovllm(num_requests: int = 256, min_len: int = 100, max_len: int = 1024, v
 
 WORKLOADS = {
     "anyscale": lambda vocab, **kw: anyscale(vocab_size=vocab, **kw),
-    "anyscale-cpu": lambda vocab, **kw: anyscale(**{**dict(num_requests=128, prompt_len=16,
-                                                           mean_output=32, cap=128), **kw},
-                                                 vocab_size=vocab, name="anyscale-cpu"),
+    "anyscale-cpu": lambda vocab, **kw: anyscale(**{**dict(num_requests=128, prompt_len=16, mean_output=32,
+                                                           cap=128, name="anyscale-cpu"), **kw},
+                                                 vocab_size=vocab),
     "nanovllm": lambda vocab, **kw: nanovllm(vocab_size=vocab, **kw),
     "nanovllm-cpu": lambda vocab, **kw: nanovllm(**{**dict(num_requests=16, min_len=16, max_len=96),
                                                     **kw}, vocab_size=vocab, name="nanovllm-cpu"),
 }
 
 
-def make_workload(name: str, vocab_size: int, **overrides) -> Workload:
+def make_workload(name: str, vocab_size: int, /, **overrides) -> Workload:
     if name not in WORKLOADS:
         raise ValueError(f"workload must be one of {sorted(WORKLOADS)}, got {name!r}")
     return WORKLOADS[name](vocab_size, **overrides)

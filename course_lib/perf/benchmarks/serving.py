@@ -302,6 +302,8 @@ def check_args(args) -> None:
                        ("--time-budget-s", "seconds"), ("--burstiness", "shape"),
                        ("--slo-ttft-ms", "milliseconds"), ("--slo-tpot-ms", "milliseconds")):
         positive(flag, getattr(args, flag[2:].replace("-", "_")), f"a positive, finite number of {what}", real=True)
+    if args.cap is not None and not args.workload.startswith("anyscale"):
+        raise ValueError(f"--cap applies to the anyscale workloads only, got --workload {args.workload}")
     try:
         per_hf_system(args.hf_num_requests)
     except ValueError as e:
@@ -333,6 +335,10 @@ def run_cli(args) -> int:
         run_suite(args.suite, args.json_dir or "data/results", args.time_budget_s, args.hf_num_requests)
         return 0
     overrides = {k: v for k, v in (("num_requests", args.num_requests), ("cap", args.cap)) if v is not None}
+    topic = args.workload
+    if args.cap is not None and not args.request_rate:
+        # the Anyscale study varies the cap: each cap's run is its own file, named by its workload
+        topic = overrides["name"] = f"{args.workload}-cap{args.cap}"
     common = dict(model=args.model, device=args.device, dtype=args.dtype, random_weights=args.random_weights,
                   max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
                   kv_memory_gb=args.kv_memory_gb, workload_overrides=overrides, allow_slow=args.allow_slow)
@@ -345,7 +351,7 @@ def run_cli(args) -> int:
                        burstiness=args.burstiness, slo_ttft_s=ms(args.slo_ttft_ms), slo_tpot_s=ms(args.slo_tpot_ms),
                        **common)
         return 0
-    path = output_path(args, _device_for_name(args.device), args.workload, args.model, default_dir=None)
+    path = output_path(args, _device_for_name(args.device), topic, args.model, default_dir=None)
     run_bench(args.workload, args.systems.split(","), hf_batch_size=args.hf_batch_size, json_path=path,
               hf_num_requests=args.hf_num_requests, hf_time_limit_s=args.hf_time_limit_s, **common)
     return 0

@@ -1,0 +1,152 @@
+"""``python -m course_lib bench sampler``: what one sampling step costs (Day 06), the engine's batched
+``Sampler`` per setting against the per-request reference loop, batch 1..256.
+
+    python -m course_lib bench sampler [--vocab 128256] [--batches 1,16,64,256] [--repeats 20]
+                                       [--device cuda] [--json PATH | --json-dir DIR]   # <device>_sampler.json
+
+The workload is notebook 06 section 4's: every row has a 32-token prompt and the tokens it sampled so
+far (one more per timed step), random logits ``3 * randn(B, V)`` (the values do not change the
+work), no seeds. Settings, each the same for every row of the batch:
+
+    greedy                temperature 0
+    temperature           temperature 0.8
+    filters               temperature 0.8, top-k 50, top-p 0.9, min-p 0.05
+    filters+penalties     the same + repetition 1.2, frequency 0.5, presence 0.5
+    top-p+penalties       notebook 06's setting: temperature 0.8, top-p 0.9, the three penalties
+
+A point is the median wall time of ``--repeats`` synchronous calls (device synchronised before and
+after each, so host work and launches count: the engine's sampler runs outside the CUDA graphs),
+after three untimed calls. ``loop`` rows time the reference (`apply_penalties` + `sample`, one
+request at a time) on the top-p+penalties setting. Issue 12's targets at batch 256 over Llama 3's
+128,256-token vocabulary on a GPU: greedy or temperature-only under 0.1 ms, filters with penalties
+under 0.5 ms.
+"""
+from __future__ import annotations
+
+import statistics
+
+import torch
+
+from ..harness import device_info, make_report, output_path, progress, write_report
+from ..timers import Timer
+
+HELP = "one sampling step (Day 06): the batched Sampler per setting vs a per-request loop, batch 1..256"
+
+
+def settings() -> dict:
+    from ...config import SamplingParams
+    pen = dict(repetition_penalty=1.2, frequency_penalty=0.5, presence_penalty=0.5)
+    filt = dict(temperature=0.8, top_k=50, top_p=0.9, min_p=0.05)
+    return {"greedy": SamplingParams(temperature=0, max_tokens=4096),
+            "temperature": SamplingParams(temperature=0.8, max_tokens=4096),
+            "filters": SamplingParams(**filt, max_tokens=4096),
+            "filters+penalties": SamplingParams(**filt, **pen, max_tokens=4096),
+            "top-p+penalties": SamplingParams(temperature=0.8, top_p=0.9, **pen, max_tokens=4096)}
+
+
+def make_state(B: int, vocab: int, params, device, seed: int = 0):
+    """(logits (B, V) on ``device``, prompts as lists, empty output histories, a Sampler holding the
+    same B rows). The Sampler gets the Triton argmax where the engine would use it."""
+    from ...engine.model_runner import triton_usable
+    from ...layers.sampler import Sampler
+    g = torch.Generator().manual_seed(seed)
+    prompts = torch.randint(0, vocab, (B, 32), generator=g).tolist()
+    argmax = None
+    if triton_usable(device):
+        from ...kernels.argmax import argmax
+    sampler = Sampler(vocab, device, (), capacity=B, argmax=argmax)
+    for i, p in enumerate(prompts):
+        sampler.add(i, params, p)
+    return (3 * torch.randn(B, vocab, generator=g)).to(device), prompts, [[] for _ in range(B)], sampler
+
+
+def batched_step(logits, prompts, outputs, sampler):
+    return sampler(logits, list(range(len(prompts)))).tokens
+
+
+def loop_step(logits, prompts, outputs, sampler, params):
+    from ...layers.sampler import apply_penalties, sample
+    tokens = []
+    for i in range(len(prompts)):
+        x = apply_penalties(logits[i:i + 1], [prompts[i]], [outputs[i]], [params])
+        tokens.append(sample(x, [params], [None])[0])
+    tokens = torch.cat(tokens)
+    for out, t in zip(outputs, tokens.tolist()):
+        out.append(t)
+    return tokens
+
+
+def time_point(step, state, device, repeats: int, warmup: int = 3) -> dict:
+    for _ in range(warmup):
+        step(*state)
+    times = []
+    for _ in range(repeats):
+        with Timer(device) as t:
+            step(*state)
+        times.append(t.elapsed * 1e3)
+    return dict(ms=statistics.median(times), ms_min=min(times), ms_max=max(times), repeats=repeats)
+
+
+def run(vocab: int, batches, repeats: int, device, loop_batches=None, log=print) -> dict:
+    device = torch.device(device)
+    torch.set_grad_enabled(False)
+    cases = settings()
+    loop_batches = batches if loop_batches is None else loop_batches
+    rows = []
+    todo = [(name, B) for B in batches for name in cases] + [("loop", B) for B in loop_batches]
+    bar = progress(len(todo), "sampler points", unit="point")
+    for name, B in todo:
+        params = cases["top-p+penalties" if name == "loop" else name]
+        state = make_state(B, vocab, params, device)
+        step = (lambda *s: loop_step(*s, params)) if name == "loop" else batched_step
+        row = dict(impl="per-request loop" if name == "loop" else "batched Sampler",
+                   setting="top-p+penalties" if name == "loop" else name, batch=B,
+                   **time_point(step, state, device, repeats if name != "loop" or B <= 64 else max(3, repeats // 4)))
+        rows.append(row)
+        bar.update()
+        del state
+    bar.close()
+    for r in rows:
+        log(f"{r['impl']:>16} {r['setting']:>17} batch {r['batch']:>3}: {r['ms']:8.3f} ms "
+            f"(min {r['ms_min']:.3f}, max {r['ms_max']:.3f})")
+    return dict(vocab=vocab, batches=list(batches), repeats=repeats,
+                workload="32-token prompts, one more output token per step, logits 3*randn(B, V), no seeds",
+                settings={k: {f: getattr(p, f) for f in ("temperature", "top_k", "top_p", "min_p",
+                                                          "repetition_penalty", "frequency_penalty",
+                                                          "presence_penalty")} for k, p in cases.items()},
+                rows=rows)
+
+
+def _ints(flag: str, text: str) -> list[int]:
+    try:
+        out = [int(x) for x in text.split(",")]
+    except ValueError:
+        raise ValueError(f"{flag} must be comma-separated integers, got {text!r}") from None
+    if not out or min(out) < 1:
+        raise ValueError(f"{flag} must be positive integers, got {text!r}")
+    return out
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--vocab", type=int, default=128256, help="vocabulary size (default Llama 3's 128,256)")
+    p.add_argument("--batches", default="1,4,16,64,256", help="comma-separated batch sizes")
+    p.add_argument("--loop-batches", default=None, help="batches for the per-request loop (default: --batches)")
+    p.add_argument("--repeats", type=int, default=20, help="timed calls per point (median reported)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if present)")
+
+
+def run_cli(args) -> int:
+    batches = _ints("--batches", args.batches)
+    loops = batches if args.loop_batches is None else _ints("--loop-batches", args.loop_batches)
+    if args.vocab < 2:
+        raise ValueError(f"--vocab must be an integer >= 2, got {args.vocab}")
+    if args.repeats < 1:
+        raise ValueError(f"--repeats must be an integer >= 1, got {args.repeats}")
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = device_info(device)
+    report = make_report("sampler", dev, run(args.vocab, batches, args.repeats, device, loops))
+    path = output_path(args, dev, "sampler")
+    if path is not None:
+        write_report(report, path)
+        print(f"wrote {path}")
+    return 0
