@@ -228,3 +228,25 @@ def test_filter_probs_skips_are_exact():
     k, p, m = torch.tensor([V, V]), torch.tensor([1.0, 1.0]), torch.tensor([0.0, 0.0])
     torch.testing.assert_close(filter_probs(logits, k, p, m, sort=False, use_min_p=False), logits.softmax(-1))
     torch.testing.assert_close(filter_probs(logits, k, p, m), logits.softmax(-1))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="host-device synchronisation exists on CUDA only")
+def test_batch_changes_do_not_make_the_host_wait():
+    """Adding and removing rows and a changing batch queue their uploads without a host wait (under
+    async scheduling a wait ends the overlap of the host with the step in flight). torch's sync
+    debug mode raises on a blocking copy; a non-blocking copy from pageable memory waits inside the
+    driver where it cannot see, which is why ``to_device`` pins first (the GPU suite measures it)."""
+    s = Sampler(V, "cuda", EOS, capacity=4)
+    logits = logits_for(3, 0, "cuda")
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for i, p in enumerate([SamplingParams(temperature=0), SamplingParams(temperature=0.8, top_p=0.9),
+                               SamplingParams(repetition_penalty=1.2, min_tokens=2, stop_token_ids=[5])]):
+            s.add(i, p, [1, 2, 3])
+        s(logits, [0, 1, 2])
+        s.remove(1)
+        s.add(7, SamplingParams(frequency_penalty=0.5), [4])
+        s(logits, [2, 7, 0])
+    finally:
+        torch.cuda.set_sync_debug_mode(0)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..kv.paged import PagedAttentionContext, PagedKVCache, paged_attention_torch, paged_decode_torch
-from ..layers.sampler import SampleOutput, Sampler
+from ..layers.sampler import SampleOutput, Sampler, to_device
 from ..models.llama import LlamaModel
 from .profiling import phase
 from .inputs import StepInputs, TokenFix, fill_rows
@@ -121,7 +121,7 @@ class ModelRunner:
         fill_rows(tables, inp.tables)
         ctx = PagedAttentionContext(
             cache=self.cache, slot_mapping=self._tensor(inp.slots, torch.long),
-            block_tables=torch.from_numpy(tables).to(self.device, non_blocking=True),
+            block_tables=to_device(torch.from_numpy(tables), self.device),
             seq_lens=self._tensor(inp.seq_lens), query_start_loc=self._tensor(inp.starts),
             max_query_len=inp.max_query_len,
             attention_fn=self.prefill_fn if inp.max_query_len > 1 else self.decode_fn)

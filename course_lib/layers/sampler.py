@@ -41,6 +41,17 @@ from ..config import SamplingParams
 NEG_INF = float("-inf")
 
 
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor on ``device`` without making the host wait. A copy from pageable memory waits
+    for everything queued on the stream (CUDA stages it first), which under async scheduling is the
+    step in flight: each batch change would end the overlap of host and device. A pinned copy is
+    queued like a kernel, and torch's pinned-memory cache keeps the block until the copy has run,
+    so ``t`` may change right after."""
+    if device.type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
+
+
 # ---- the reference: one request's parameters at a time ---------------------------------------------
 
 def apply_penalties(logits: torch.Tensor, prompt_ids: list[list[int]], output_ids: list[list[int]],
@@ -219,7 +230,7 @@ class Sampler:
             self.counts[row] = 0
             self.prompt_mask[row] = False
             if params.repetition_penalty != 1 and prompt_ids:
-                self.prompt_mask[row, torch.tensor(prompt_ids, device=self.device)] = True
+                self.prompt_mask[row, to_device(torch.tensor(prompt_ids), self.device)] = True
         if params.min_tokens and stops:
             width = max(len(stops), 0 if self.stop_ids is None else self.stop_ids.shape[1])
             if self.stop_ids is None or self.stop_ids.shape[1] < width:
@@ -229,7 +240,7 @@ class Sampler:
                     wider[:, self.stop_ids.shape[1]:] = self.stop_ids[:, :1]   # repeats change nothing
                 self.stop_ids = wider
             padded = stops + [stops[0]] * (width - len(stops))   # a repeated id masks nothing new
-            self.stop_ids[row] = torch.tensor(padded, device=self.device)
+            self.stop_ids[row] = to_device(torch.tensor(padded), self.device)
         self._dirty = True
 
     def _stop_ids(self, params: SamplingParams) -> list[int]:
@@ -248,8 +259,8 @@ class Sampler:
     def _refresh(self) -> None:
         """Upload the parameter tables and recompute which stages any live row needs (a batch
         change only; steady decoding skips this)."""
-        self.floats = torch.from_numpy(self._floats).to(self.device)
-        self.ints = torch.from_numpy(self._ints).to(self.device)
+        self.floats = to_device(torch.from_numpy(self._floats), self.device)
+        self.ints = to_device(torch.from_numpy(self._ints), self.device)
         ps = list(self.params.values())
         self.any_random = any(not p.greedy for p in ps)
         self.any_greedy = any(p.greedy for p in ps)
@@ -266,7 +277,7 @@ class Sampler:
         """The rows of this step as a device index (reused while the batch stays the same)."""
         if seq_ids != self._last_ids:
             rows = [self.row_of[i] for i in seq_ids]
-            self._rows = torch.tensor(rows, dtype=torch.long).to(self.device, non_blocking=True)
+            self._rows = to_device(torch.tensor(rows, dtype=torch.long), self.device)
             self._seeded = [(i, self.generators[r]) for i, r in enumerate(rows) if r in self.generators]
             self._last_ids = list(seq_ids)
         return self._rows
