@@ -205,8 +205,8 @@ def tiny_folder(tmp_path_factory):
 
 def test_cli_profiles_and_writes_json(tiny_folder, tmp_path, capsys):
     out = tmp_path / "profile.json"
-    code = main(["profile", "--model", str(tiny_folder), "--random-weights", "--batch", "1,2", "--prompt-len", "4",
-                 "--steps", "2", "--warmup-steps", "0", "--trace", str(tmp_path / "t.json"), "--json", str(out)])
+    code = main(["profile", "--model", str(tiny_folder), "--random-weights", "--device", "cpu", "--batch", "1,2",
+                 "--prompt-len", "4", "--steps", "2", "--warmup-steps", "0", "--trace", str(tmp_path / "t.json"), "--json", str(out)])
     assert code == 0
     text = capsys.readouterr().out
     for word in ("decode step", "prefill step", "forward", "top operators", "host time"):

@@ -110,7 +110,7 @@ def run(vocab: int, batches, repeats: int, device, loop_batches=None, log=print)
         log(f"{r['impl']:>16} {r['setting']:>17} batch {r['batch']:>3}: {r['ms']:8.3f} ms "
             f"(min {r['ms_min']:.3f}, max {r['ms_max']:.3f})")
     return dict(vocab=vocab, batches=list(batches), repeats=repeats,
-                workload="32-token prompts, one more output token per step, logits 3*randn(B, V), no seeds",
+                inputs="32-token prompts, one more output token per step, logits 3*randn(B, V), no seeds",
                 settings={k: {f: getattr(p, f) for f in ("temperature", "top_k", "top_p", "min_p",
                                                           "repetition_penalty", "frequency_penalty",
                                                           "presence_penalty")} for k, p in cases.items()},
