@@ -30,6 +30,17 @@ def _wrong_type(field_name: str, value: Any, allowed: str) -> TypeError:
     return TypeError(f"{field_name} must be {allowed}, got {show(value)} of type {type(value).__name__}")
 
 
+def _check_elements(seq: Any, field_name: str, allowed: str, ok) -> None:
+    """``seq`` is a list or tuple whose every element passes ``ok``, else ``TypeError`` naming the
+    field and the first element that does not."""
+    if not isinstance(seq, (list, tuple)):
+        raise _wrong_type(field_name, seq, allowed)
+    for x in seq:
+        if not ok(x):
+            raise TypeError(f"{field_name} must be {allowed}, got {show(seq)} (element {show(x)} of type "
+                            f"{type(x).__name__})")
+
+
 def check_int(value: Any, field_name: str, allowed: str) -> int:
     """``value`` as a plain int, else ``TypeError`` naming the field. A bool is not an integer here
     (``n=True`` is a typo, not a count); numpy integers are accepted."""
@@ -302,12 +313,7 @@ class SamplingParams:
             return []
         if isinstance(stop, str):
             stop = [stop]
-        if not isinstance(stop, (list, tuple)):
-            raise _wrong_type("stop", stop, allowed)
-        for s in stop:
-            if not isinstance(s, str):
-                raise TypeError(f"stop must be {allowed}, got {show(stop)} (element {show(s)} of type "
-                                f"{type(s).__name__})")
+        _check_elements(stop, "stop", allowed, lambda s: isinstance(s, str))
         check(all(stop), "stop", stop, allowed)
         return list(stop)
 
@@ -330,12 +336,8 @@ class SamplingParams:
         allowed = "None or a list of token ids (integers >= 0)"
         if ids is None:
             return []
-        if not isinstance(ids, (list, tuple)):
-            raise _wrong_type("stop_token_ids", ids, allowed)
-        for t in ids:
-            if isinstance(t, bool) or not isinstance(t, numbers.Integral):
-                raise TypeError(f"stop_token_ids must be {allowed}, got {show(ids)} "
-                                f"(element {show(t)} of type {type(t).__name__})")
+        _check_elements(ids, "stop_token_ids", allowed,
+                        lambda t: not isinstance(t, bool) and isinstance(t, numbers.Integral))
         check(all(t >= 0 for t in ids), "stop_token_ids", ids, allowed)
         return [int(t) for t in ids]
 

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..layers.sampler import to_device
+
 
 @dataclass
 class StepInputs:
@@ -50,6 +52,5 @@ class TokenFix:
             ids[:n].copy_(self.prev_tokens[:n])
             return
         if index is None:
-            index = torch.tensor([self.rows, self.src], pin_memory=ids.device.type == "cuda").to(
-                ids.device, non_blocking=True).unbind()
+            index = to_device([self.rows, self.src], ids.device, torch.long).unbind()
         ids.index_copy_(0, index[0], self.prev_tokens.index_select(0, index[1]))

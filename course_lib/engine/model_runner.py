@@ -73,8 +73,7 @@ class ModelRunner:
                 warnings.warn(f"CUDA graph capture failed, decoding eagerly: {e}")
 
     def _tensor(self, data, dtype=torch.int32):
-        return torch.tensor(data, dtype=dtype, pin_memory=self.device.type == "cuda").to(
-            self.device, non_blocking=True)
+        return to_device(data, self.device, dtype)
 
     def prepare_inputs(self, sched: SchedulerOutput) -> tuple[StepInputs, list[int], list[int]]:
         """Pack the step's tokens side by side: (inputs, logits rows, rows whose id is in flight).

@@ -41,15 +41,18 @@ from ..config import SamplingParams
 NEG_INF = float("-inf")
 
 
-def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """A host tensor on ``device`` without making the host wait. A copy from pageable memory waits
-    for everything queued on the stream (CUDA stages it first), which under async scheduling is the
-    step in flight: each batch change would end the overlap of host and device. A pinned copy is
-    queued like a kernel, and torch's pinned-memory cache keeps the block until the copy has run,
-    so ``t`` may change right after."""
-    if device.type != "cuda":
-        return t.to(device)
-    return t.pin_memory().to(device, non_blocking=True)
+def to_device(data, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Host data (a tensor, or lists built into one) on ``device`` without making the host wait.
+    A copy from pageable memory waits for everything queued on the stream (CUDA stages it first),
+    which under async scheduling is the step in flight: each batch change or eager step would end
+    the overlap of host and device. A pinned copy is queued like a kernel, and torch's pinned-memory
+    cache keeps the block until the copy has run, so the host data may change right after."""
+    pin = device.type == "cuda"
+    if isinstance(data, torch.Tensor):
+        t = data.pin_memory() if pin else data
+    else:
+        t = torch.tensor(data, dtype=dtype, pin_memory=pin)
+    return t.to(device, non_blocking=pin)
 
 
 # ---- the reference: one request's parameters at a time ---------------------------------------------
@@ -230,7 +233,7 @@ class Sampler:
             self.counts[row] = 0
             self.prompt_mask[row] = False
             if params.repetition_penalty != 1 and prompt_ids:
-                self.prompt_mask[row, to_device(torch.tensor(prompt_ids), self.device)] = True
+                self.prompt_mask[row, to_device(prompt_ids, self.device, torch.long)] = True
         if params.min_tokens and stops:
             width = max(len(stops), 0 if self.stop_ids is None else self.stop_ids.shape[1])
             if self.stop_ids is None or self.stop_ids.shape[1] < width:
@@ -240,7 +243,7 @@ class Sampler:
                     wider[:, self.stop_ids.shape[1]:] = self.stop_ids[:, :1]   # repeats change nothing
                 self.stop_ids = wider
             padded = stops + [stops[0]] * (width - len(stops))   # a repeated id masks nothing new
-            self.stop_ids[row] = to_device(torch.tensor(padded), self.device)
+            self.stop_ids[row] = to_device(padded, self.device, torch.long)
         self._dirty = True
 
     def _stop_ids(self, params: SamplingParams) -> list[int]:
@@ -277,7 +280,7 @@ class Sampler:
         """The rows of this step as a device index (reused while the batch stays the same)."""
         if seq_ids != self._last_ids:
             rows = [self.row_of[i] for i in seq_ids]
-            self._rows = to_device(torch.tensor(rows, dtype=torch.long), self.device)
+            self._rows = to_device(rows, self.device, torch.long)
             self._seeded = [(i, self.generators[r]) for i, r in enumerate(rows) if r in self.generators]
             self._last_ids = list(seq_ids)
         return self._rows
