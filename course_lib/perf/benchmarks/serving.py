@@ -40,14 +40,23 @@ def warm_up(llm, prompt: list[int]) -> None:
     variant per pattern of its integer arguments (divisible by 16 or not, equal to 1 or not), and
     the prefill kernel's block-table row stride is the longest table of the step: a lone short prompt
     leaves the variant that a step of many sequences needs to be compiled inside the timed run (a
-    ~1 s stall in the first prefill step on a fresh GPU machine). So: one prompt of 16 blocks alone,
-    then two prompts at once, the longer 18 blocks, each decoding one token."""
+    ~0.6-1 s stall in the first prefill step on a fresh GPU machine). So: one prompt of n blocks
+    alone (n a multiple of 16), then two prompts at once, the longer n + 2 blocks, each decoding one
+    token.
+
+    The steps must run eagerly, as a long prefill does: a step of at most ``mixed_graphs.max_tokens``
+    tokens replays a captured mixed graph, whose block table is a static buffer as wide as
+    max_model_len allows (its stride says nothing about a real step's), so on a GPU the prompts are
+    longer than that (48 and 50 blocks of 16 tokens), on a CPU 16 and 18 blocks."""
     from ...config import SamplingParams
     engine = llm.engine
     bs, params = engine.cfg.block_size, SamplingParams(temperature=0, max_tokens=2, ignore_eos=True)
+    mixed = engine.runner.mixed_graphs
+    graph_tokens = mixed.max_tokens if mixed is not None else 0    # steps up to this many: a graph
+    blocks = 16 * (graph_tokens // (16 * bs) + 1)                  # a multiple of 16, past the graphs
     fits = min(engine.max_model_len - 2, engine.cfg.max_num_batched_tokens // 2)   # small test engines
-    long = (prompt * (18 * bs // len(prompt) + 1))[:min(18 * bs - 1, fits)]
-    for batch in ([long[:16 * bs]], [long, long[:3 * bs]]):
+    long = (prompt * ((blocks + 2) * bs // len(prompt) + 1))[:min((blocks + 2) * bs - 1, fits)]
+    for batch in ([long[:blocks * bs]], [long, long[:3 * bs]]):
         llm.generate(batch, params, use_tqdm=False)
 
 
