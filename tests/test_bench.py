@@ -431,7 +431,9 @@ def test_warm_up_runs_eagerly_past_the_mixed_graphs(monkeypatch):
     cfg = ModelConfig(vocab_size=50, hidden_size=16, intermediate_size=32, num_layers=1, num_heads=2,
                       num_kv_heads=1, head_dim=8, max_position_embeddings=4096)
     llm = LLM(LlamaModel(cfg), block_size=16, num_kv_blocks=128, random_weights=True)
-    llm.engine.runner.mixed_graphs = SimpleNamespace(max_tokens=512)      # as on a GPU
+    llm.engine.runner.mixed_graphs = SimpleNamespace(max_tokens=512,      # as on a GPU
+                                                     capture_all=lambda: seen.append("capture_all"))
     warm_up(llm, [1, 2, 3])
+    assert seen.pop() == "capture_all"                # then every graph, before any timed step
     assert all(sum(lens) > 512 for lens in seen)                          # no step replays a graph
     assert [-(-max(lens) // 16) % 16 == 0 for lens in seen] == [True, False]

@@ -96,3 +96,25 @@ def test_one_graph_set_serves_steps_of_every_shape_in_any_order(model):
             eager = runner._eager_logits(inp, rows)
             padded = graphs.run(inp, rows)
         torch.testing.assert_close(padded, eager, atol=1e-4, rtol=1e-4)
+
+
+def test_capture_all_captures_every_bucket_on_padding_only(model):
+    """The warm-up's capture of every bucket (no capture inside a timed run) runs on an all-padding
+    step: every (b > 1, t) bucket once, and no block but the scratch block is written. On a CPU the
+    capture is replaced by the eager pass a capture would record."""
+    bs = 4
+    cache = PagedKVCache(model.cfg, 64, bs, DEV)
+    cache.kv.normal_(generator=torch.Generator(DEV).manual_seed(2))
+    before = cache.kv.clone()
+    graphs = MixedGraphs(model, cache, paged_attention_triton, max_batch=5, max_blocks_per_seq=40,
+                         max_tokens=64, capture=True)
+    if not CUDA:
+        graphs._capture = lambda key: graphs.graphs.setdefault(key, graphs._forward(*key))
+    with torch.inference_mode():
+        assert graphs.capture_all() == 3 * 3          # seq buckets 2, 4, 6 (1 is padding only) x 16, 32, 64
+        assert graphs.capture_all() == 0              # captured once
+    assert sorted(graphs.graphs) == [(b, t) for b in (2, 4, 6) for t in (16, 32, 64)]
+    real = torch.ones(cache.kv.shape[2], dtype=torch.bool)
+    real[cache.scratch_block] = False
+    assert torch.equal(cache.kv[:, :, real], before[:, :, real])
+    assert not torch.equal(cache.kv[:, :, cache.scratch_block], before[:, :, cache.scratch_block])

@@ -187,6 +187,28 @@ class MixedGraphs:
         self.pool = graph.pool()
         self.graphs[key] = graph
 
+    def keys(self) -> list[tuple[int, int]]:
+        """Every (sequence bucket, token bucket) a step can use (b = 1 holds only the padding
+        sequence: no step uses it)."""
+        return [(b, t) for b in self.seq_buckets if b > 1 for t in self.token_buckets]
+
+    @torch.inference_mode()
+    def capture_all(self) -> int:
+        """Capture every bucket not captured yet, on an all-padding step (every token written to the
+        scratch block: no real sequence's K/V is touched); returns how many were new. A warm-up calls
+        it with the engine idle, so that no capture (a warm-up pass and a capture, tens of ms each on
+        a GPU) happens inside a measurement: steps of a new shape come at the start of each run of a
+        rate sweep, and the lowest rate's queueing delay would carry them. 257 slots: 10 sequence x 6
+        token buckets, about 1.2 GB of bf16 logits buffers at a 128k vocabulary."""
+        if not self.capture:
+            return 0
+        new = [key for key in self.keys() if key not in self.graphs]
+        idle = StepInputs([], [], [], [], [], [0])
+        for key in new:
+            self._upload(idle, [], *key)
+            self._capture(key)
+        return len(new)
+
     def run(self, inp: StepInputs, logits_rows: list[int], fix: TokenFix | None = None) -> torch.Tensor:
         """Upload a mixed step's inputs, replay its graph (captured now if new), return the logits
         of ``logits_rows`` (len(logits_rows), vocab).
@@ -215,7 +237,7 @@ class MixedGraphs:
         slots = inp.slots + [self.scratch_slot] * pad
         seq_lens = inp.seq_lens + [max(pad, 1)] + [1] * (b - B - 1)
         starts = inp.starts + [t] * (b - B)
-        width = max(max(len(x) for x in inp.tables), -(-max(pad, 1) // self.cache.block_size))
+        width = max(max((len(x) for x in inp.tables), default=1), -(-max(pad, 1) // self.cache.block_size))
         tables = torch.full((b, width), self.cache.scratch_block, dtype=torch.int32)
         fill_rows(tables.numpy(), inp.tables)
         rows = logits_rows + [0] * (b - len(logits_rows))

@@ -251,7 +251,7 @@ def warm_up(llm, workload: Workload) -> None:
     """Some of the workload's requests before any clock starts, so first-call costs (allocator growth;
     on a GPU, kernel compilation and one CUDA graph per batch size) stay out of the first rate's
     TTFT. On CUDA, up to max_num_seqs requests with staggered lengths (2, 3, 4, ... tokens), so the
-    decode batch passes through every size once; on a CPU, whose first-call costs do not depend on
+    decode batch passes through every size once, then every mixed-step graph is captured; on a CPU, whose first-call costs do not depend on
     the batch, two requests of 2 tokens (a notebook's seconds matter there)."""
     engine, workload = _engine_of(llm), _check_workload(workload)
     cuda = engine.model.device.type == "cuda"
@@ -262,6 +262,14 @@ def warm_up(llm, workload: Workload) -> None:
                            request_id=f"warmup-{i}")
     while engine.has_unfinished_requests():
         engine.step()
+    capture_graphs(engine)
+
+
+def capture_graphs(engine) -> int:
+    """Capture, with the engine idle, every mixed-step CUDA graph it may replay (none on a CPU):
+    a capture inside a timed run stalls that step by tens of ms (engine/cuda_graphs.py)."""
+    mixed = getattr(engine.runner, "mixed_graphs", None)
+    return 0 if mixed is None else mixed.capture_all()
 
 
 def _check_rates(rates) -> list[float]:
