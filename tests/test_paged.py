@@ -318,8 +318,7 @@ def test_greedy_rows_stay_argmax_in_a_mixed_batch():
     logits = torch.randn(4, 50, generator=torch.Generator().manual_seed(1))
     params = [SamplingParams(temperature=0), SamplingParams(temperature=1.0),
               SamplingParams(temperature=0), SamplingParams(temperature=2.0, seed=1)]
-    gens = [None, None, None, torch.Generator().manual_seed(1)]
-    tokens, _ = sample(logits, params, gens)
+    tokens, _ = sample(logits, params, [p.seed for p in params])
     assert tokens[0] == logits[0].argmax() and tokens[2] == logits[2].argmax()
 
 
@@ -379,9 +378,10 @@ def chi_square_p_value(counts: torch.Tensor, probs: torch.Tensor) -> float:
 
 
 def seeded_draws(logits, params, draws, seed):
-    """`draws` samples of one distribution, as one batch whose rows share one seeded generator."""
-    gen = torch.Generator().manual_seed(seed)
-    tokens, _ = sample(logits[None].expand(draws, -1).contiguous(), [params] * draws, [gen] * draws)
+    """`draws` samples of one distribution, as one batch of rows seeded seed, seed + 1, ... (a row's
+    noise is a hash of its seed and position: rows sharing both would draw the same token)."""
+    seeds = [seed * draws + i for i in range(draws)]
+    tokens, _ = sample(logits[None].expand(draws, -1).contiguous(), [params] * draws, seeds)
     return torch.bincount(tokens, minlength=logits.numel()).double()
 
 
@@ -410,16 +410,18 @@ def test_seeded_rows_do_not_depend_on_the_rest_of_the_batch():
     p = SamplingParams(temperature=1.0, seed=5)
 
     def draws(batch_with):
-        gen, out = torch.Generator().manual_seed(5), []
-        for step in range(60):              # one token per "engine step", the row at a varying place
+        out = []
+        for step in range(60):              # one token per "engine step" (its position), the row at a varying place
             others = batch_with(step)
             rows = torch.stack([logits[step]] + [torch.randn(30) for _ in others])
             perm = list(range(len(others) + 1))
             k = step % len(perm)
             perm[0], perm[k] = perm[k], perm[0]
             params = [p] + others
-            gens = [gen] + [None] * len(others)
-            tokens, _ = sample(rows[perm], [params[i] for i in perm], [gens[i] for i in perm])
+            seeds = [p.seed] + [None] * len(others)
+            positions = [step] + [0] * len(others)
+            tokens, _ = sample(rows[perm], [params[i] for i in perm], [seeds[i] for i in perm],
+                               [positions[i] for i in perm])
             out.append(int(tokens[perm.index(0)]))
         return out
 

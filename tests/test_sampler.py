@@ -1,7 +1,9 @@
 """Day 06's sampler: the batched device sampler against the per-request reference, both against
-transformers' logits processors, its device-side token history, seeded batch invariance and a
-statistical test of the draws. The engine-level checks against HF generate are in
-test_sampling_vs_hf.py."""
+transformers' logits processors, its device-side token history, seeded batch invariance (the draw's
+noise is a hash of seed, position and token), re-adding a sequence mid-way, and a statistical test
+of the draws. Each batched check runs the torch path and the Triton kernels' path (course_lib/
+kernels/sampling.py; on a CPU under TRITON_INTERPRET=1). The engine-level checks against HF generate
+are in test_sampling_vs_hf.py; the kernels alone in test_kernel_sampling.py."""
 import pytest
 import torch
 from transformers import (MinNewTokensLengthLogitsProcessor, MinPLogitsWarper, RepetitionPenaltyLogitsProcessor,
@@ -9,23 +11,33 @@ from transformers import (MinNewTokensLengthLogitsProcessor, MinPLogitsWarper, R
 
 from course_lib.config import SamplingParams
 from course_lib.layers.sampler import (Sampler, apply_filters, apply_penalties, filter_probs, mask_stop_tokens,
-                                       sample)
+                                       race_noise, sample, seed_halves)
 
 V = 64
 EOS = [3]
-# The batched sampler's device paths (counts updated with index_put_, the parameter tables, seeded
-# rows drawing from device generators) run on every device here: on a GPU machine, CUDA too.
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+pytestmark = pytest.mark.filterwarnings("ignore:divide by zero encountered in log")   # the interpreter's log(0)
+# The batched sampler's device paths (counts updated with index_put_, the parameter tables, the
+# noise's positions) run on every device here: on a GPU machine, CUDA too. "cpu-kernels" is the CPU
+# with the Triton kernels in the interpreter (slow: the vocabulary here is small).
+CUDA = torch.cuda.is_available()
+DEVICES = ["cpu", "cpu-kernels"] + (["cuda"] if CUDA else [])
+
+
+def placed(device: str) -> tuple[str, bool]:
+    """(torch device, whether the Sampler uses its kernels) of a DEVICES entry."""
+    return ("cpu", True) if device == "cpu-kernels" else (device, device == "cuda")
 
 
 def logits_for(batch: int, seed: int = 0, device="cpu") -> torch.Tensor:
     return (3 * torch.randn(batch, V, generator=torch.Generator().manual_seed(seed))).to(device)
 
 
-def sampler_with(params: list[SamplingParams], prompts: list[list[int]], gens=None, device="cpu") -> Sampler:
-    s = Sampler(V, device, EOS, capacity=2)           # small capacity: adding grows it
+def sampler_with(params: list[SamplingParams], prompts: list[list[int]], device="cpu") -> Sampler:
+    """A Sampler holding sequences 0..n-1, seeded ones with their request's seed."""
+    dev, kernels = placed(device)
+    s = Sampler(V, dev, EOS, capacity=2, kernels=kernels, seed=0)   # small capacity: adding grows it
     for i, (p, prompt) in enumerate(zip(params, prompts)):
-        s.add(i, p, prompt, None if gens is None else gens[i])
+        s.add(i, p, prompt, p.seed)
     return s
 
 
@@ -86,14 +98,14 @@ def test_batched_penalties_equal_the_reference_over_steps(device):
     s = sampler_with(MIXED, PROMPTS, device=device)
     outputs = [[] for _ in MIXED]
     for t in range(6):
-        logits = logits_for(len(MIXED), 10 + t, device)
+        logits = logits_for(len(MIXED), 10 + t, placed(device)[0])
         want = mask_stop_tokens(apply_penalties(logits, PROMPTS, outputs, MIXED),
                                 [len(o) for o in outputs], MIXED, EOS)
         got = s.processed_logits(logits, list(range(len(MIXED))))
         torch.testing.assert_close(got, want)
         tokens = s(logits, list(range(len(MIXED)))).tokens.tolist()
         greedy = [SamplingParams(temperature=0)] * len(MIXED)
-        assert tokens == sample(want, greedy, [None] * len(MIXED))[0].tolist()
+        assert tokens == sample(want, greedy)[0].tolist()
         for o, tok in zip(outputs, tokens):
             o.append(tok)
     assert s.counts[s.row_of[1]].sum() == 6 and s.num_generated[s.row_of[4]] == 6
@@ -129,30 +141,63 @@ def test_filters_equal_hf_warpers(kw):
 
 # ---- draws ------------------------------------------------------------------------------------------------
 
+DRAWN = [SamplingParams(temperature=0.9, top_k=20, seed=1), SamplingParams(temperature=0),
+         SamplingParams(temperature=1.2, top_p=0.7, min_p=0.02, seed=2), SamplingParams(temperature=0.5, seed=3)]
+
+
+TOP_K = [SamplingParams(temperature=0.8, top_k=k, top_p=p, min_p=m, seed=6 + k)
+         for k, p, m in [(5, 1.0, 0.0), (30, 0.8, 0.0), (12, 0.9, 0.05)]]
+PATHS = {"sort": DRAWN,                                           # a top-p row without top-k
+         "full": [SamplingParams(temperature=0.7, seed=4), SamplingParams(temperature=0),
+                  SamplingParams(temperature=1.1, min_p=0.1, seed=5),
+                  SamplingParams(temperature=0.9, top_k=V, seed=11)],       # top_k = V filters nothing
+         "candidates": TOP_K + [SamplingParams(temperature=0.6, seed=9), SamplingParams(temperature=0)],
+         "candidates-greedy": TOP_K + [SamplingParams(temperature=0)]}
+
+
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("device", DEVICES)
-def test_batched_draws_equal_the_reference_with_the_same_seeds(device):
-    params = [SamplingParams(temperature=0.9, top_k=20, seed=1), SamplingParams(temperature=0),
-              SamplingParams(temperature=1.2, top_p=0.7, min_p=0.02, seed=2), SamplingParams(temperature=0.5, seed=3)]
-    gens = lambda: [None if p.seed is None else torch.Generator(device).manual_seed(p.seed)   # noqa: E731
-                    for p in params]
-    s = sampler_with(params, [[1]] * 4, gens(), device)
-    ref_gens = gens()
+def test_batched_draws_equal_the_reference_with_the_same_seeds(device, path):
+    """Token for token, step after step: each row's seed and output position give the reference's
+    noise. The kernels' three paths: a top-p row without top-k sorts; temperature and min-p draw over
+    the whole vocabulary; top-k rows draw among candidates (beside a plain row and a greedy one, or
+    a greedy one only)."""
+    params = PATHS[path]
+    s = sampler_with(params, [[1]] * len(params), device)
+    ids = list(range(len(params)))
     for t in range(5):
-        logits = logits_for(4, 40 + t, device)
-        assert s(logits, [0, 1, 2, 3]).tokens.tolist() == sample(logits, params, ref_gens)[0].tolist()
+        logits = logits_for(len(params), 40 + t, placed(device)[0])
+        want = sample(logits, params, [p.seed for p in params], [t] * len(params))[0]
+        assert s(logits, ids).tokens.tolist() == want.tolist()
+    assert s.draw_path == path.split("-")[0]
 
 
-def test_a_seeded_request_samples_the_same_alone_or_in_a_batch():
+@pytest.mark.parametrize("rows, path", [
+    ([dict(temperature=0)], "full"), ([dict(min_p=0.1), dict(top_k=5000)], "full"),   # top_k >= V: off
+    ([dict(top_k=50), dict(top_k=1024, top_p=0.9), dict()], "candidates"),
+    ([dict(top_k=1025)], "sort"), ([dict(top_k=50), dict(top_p=0.9)], "sort"),
+    ([dict(temperature=0, top_p=0.5), dict(top_k=3)], "candidates")])                   # greedy rows filter nothing
+def test_the_draw_path_follows_the_live_rows(rows, path):
+    s = Sampler(3000, "cpu", EOS)
+    for i, kw in enumerate(rows):
+        s.add(i, SamplingParams(**kw), [1])
+    s._refresh()
+    assert s.draw_path == path
+
+
+@pytest.mark.parametrize("device", ["cpu", "cpu-kernels"])
+def test_a_seeded_request_samples_the_same_alone_or_in_a_batch(device):
     """Sequence 3 is seeded; the others change order and number every step (some with penalties,
     some greedy). Its tokens equal those it draws alone."""
+    dev, kernels = placed(device)
     p = SamplingParams(temperature=1.0, top_p=0.95, seed=1234)
-    alone = Sampler(V, "cpu", EOS)
-    alone.add(3, p, [1], torch.Generator().manual_seed(p.seed))
-    crowd = Sampler(V, "cpu", EOS, capacity=2)
+    alone = Sampler(V, dev, EOS, kernels=kernels)
+    alone.add(3, p, [1], p.seed)
+    crowd = Sampler(V, dev, EOS, capacity=2, kernels=kernels)
     others = [SamplingParams(temperature=0.8, repetition_penalty=1.2), SamplingParams(temperature=0),
               SamplingParams(temperature=1.1, top_k=3)]
     for i in range(6):
-        crowd.add(i, p if i == 3 else others[i % 3], [1], torch.Generator().manual_seed(p.seed) if i == 3 else None)
+        crowd.add(i, p if i == 3 else others[i % 3], [1], p.seed if i == 3 else None)
     mine, ref = [], []
     for t in range(8):
         ours = logits_for(1, 70 + t)
@@ -162,6 +207,44 @@ def test_a_seeded_request_samples_the_same_alone_or_in_a_batch():
         batch[order.index(3)] = ours[0]
         mine.append(crowd(batch, order).tokens.tolist()[order.index(3)])
     assert mine == ref
+    assert len(set(ref)) > 2                      # it really sampled
+
+
+def test_unseeded_rows_differ_and_a_sampler_seed_reproduces_them():
+    p = SamplingParams(temperature=1.0)
+    logits = torch.zeros(8, V)                    # uniform: every token as likely
+
+    def run(seed):
+        s = Sampler(V, "cpu", EOS, capacity=8, seed=seed)
+        for i in range(8):
+            s.add(i, p, [1])
+        return s(logits, list(range(8))).tokens.tolist()
+    first = run(5)
+    assert first == run(5) and first != run(6)
+    assert len(set(first)) > 4, "unseeded rows must not share their noise"
+
+
+@pytest.mark.parametrize("device", ["cpu", "cpu-kernels"])
+def test_a_sequence_added_back_continues_where_it_was(device):
+    """Preemption's contract at the sampler: a sequence that loses its row and is added back with
+    its outputs so far draws the tokens it would have drawn (same position, same counts)."""
+    dev, kernels = placed(device)
+    p = SamplingParams(temperature=1.0, top_k=10, frequency_penalty=1.0, seed=77)
+    steady = Sampler(V, dev, EOS, kernels=kernels)
+    steady.add(0, p, [1, 2], p.seed)
+    moved = Sampler(V, dev, EOS, kernels=kernels)
+    moved.add(0, p, [1, 2], p.seed)
+    want, got = [], []
+    for t in range(8):
+        logits = logits_for(1, 20 + t)
+        if t == 4:                                # preempted and re-added, with another row's seed between
+            moved.remove(0)
+            moved.add(9, SamplingParams(temperature=0.5), [3])
+            moved.add(0, p, [1, 2], p.seed, output_ids=got)
+        torch.testing.assert_close(moved.processed_logits(logits, [0]), steady.processed_logits(logits, [0]))
+        want += steady(logits, [0]).tokens.tolist()
+        got += moved(logits, [0]).tokens.tolist()
+    assert got == want
 
 
 def tv_distance(counts: torch.Tensor, probs: torch.Tensor) -> float:
@@ -174,12 +257,11 @@ def test_draws_follow_the_filtered_distribution(kw):
     """20,000 draws (one row each) of one distribution: total variation to the exact filtered
     probabilities below 0.02 (the sampling noise is about 0.005 here; a wrong filter order or a
     temperature applied twice is off by more than 0.05)."""
-    torch.manual_seed(0)
     p = SamplingParams(**kw)
     base = torch.tensor([1.0, 0.2, -0.5, 2.0, 0.0, -1.5, 0.7, -0.2])
     target = apply_filters(base[None], [p])[0]
     n = 20_000
-    s = Sampler(len(base), "cpu", [], capacity=n)
+    s = Sampler(len(base), "cpu", [], capacity=n, seed=0)   # every row an unseeded sequence
     for i in range(n):
         s.add(i, p, [])
     tokens = s(base[None].expand(n, -1).contiguous(), list(range(n))).tokens
@@ -192,10 +274,10 @@ def test_draws_follow_the_filtered_distribution(kw):
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_logprobs_are_raw_with_ranks_and_top_k(device):
-    logits = logits_for(3, 5, device)
+    logits = logits_for(3, 5, placed(device)[0])
     params = [SamplingParams(temperature=0, logprobs=4, repetition_penalty=1.5),
               SamplingParams(temperature=1.0, seed=0, logprobs=0), SamplingParams(temperature=0)]
-    s = sampler_with(params, [[1, 2], [3], [4]], [None, torch.Generator(device).manual_seed(0), None], device)
+    s = sampler_with(params, [[1, 2], [3], [4]], device)
     out = s(logits, [0, 1, 2])
     lp = logits.log_softmax(-1)
     torch.testing.assert_close(out.logprobs, lp.gather(1, out.tokens[:, None])[:, 0])

@@ -172,11 +172,8 @@ class LLMEngine:
         now = time.perf_counter() if arrival_time is None else arrival_time
         req = Request(request_id, text, list(prompt_ids), params, now)
         for i in range(params.n):
-            gen = None
-            if params.seed is not None:
-                gen = torch.Generator(device=self.model.device).manual_seed(sample_seed(params.seed, i))
-            seq = Sequence(next(self._seq_ids), request_id, i, req.prompt_token_ids, params, now,
-                           generator=gen)
+            seed = None if params.seed is None else sample_seed(params.seed, i)
+            seq = Sequence(next(self._seq_ids), request_id, i, req.prompt_token_ids, params, now, seed=seed)
             req.seqs.append(seq)
             self._sent[seq.seq_id] = (0, 0)
             if self.tokenizer is not None and (output_kind != "final_only" or params.stop):

@@ -150,7 +150,7 @@ class ModelRunner:
             self.sampler.remove(seq_id)
             self.prompt_ids_of.pop(seq_id, None)
         for new in sched.new_seqs:
-            self.sampler.add(new.seq_id, new.params, new.prompt_token_ids, new.generator)
+            self.sampler.add(new.seq_id, new.params, new.prompt_token_ids, new.seed)
             if new.params.prompt_logprobs is not None:
                 self.prompt_ids_of[new.seq_id] = (new.prompt_token_ids, new.params.prompt_logprobs)
 

@@ -57,16 +57,15 @@ class ScheduledSeq(NamedTuple):
     sample: bool                     # the step computes its last missing token: sample the next one
     is_prefill: bool                 # it computes prompt (or recomputed) tokens, not only its newest
     params: object                   # its SamplingParams
-    generator: object = None         # its torch.Generator when seeded
 
 
 class NewSeq(NamedTuple):
     """A sequence scheduled for the first time: what the runner keeps about it until it finishes
-    (its sampler row: parameters, prompt tokens for the repetition penalty, generator)."""
+    (its sampler row: parameters, prompt tokens for the repetition penalty, sampling seed)."""
     seq_id: int
     prompt_token_ids: list[int]
     params: object
-    generator: object = None
+    seed: int | None = None          # the seed of its draws (None: the sampler picks one)
 
 
 @dataclass(frozen=True)
@@ -170,7 +169,7 @@ class Scheduler:
                 budget -= n
         if not preempted and (self.cfg.scheduler == "continuous" or batch_was_empty):
             budget = self._admit(picked, budget, swap_in)
-        new_seqs = tuple(NewSeq(seq.seq_id, seq.prompt_token_ids, seq.params, seq.generator)
+        new_seqs = tuple(NewSeq(seq.seq_id, seq.prompt_token_ids, seq.params, seq.seed)
                          for seq, _ in picked.values() if seq.first_scheduled_time is None)
         out = SchedulerOutput(
             seqs=tuple(self._commit(seq, n, now) for seq, n in picked.values()), new_seqs=new_seqs,
@@ -238,7 +237,7 @@ class Scheduler:
             ids = seq.token_slice(start, min(stop, known))
         scheduled = ScheduledSeq(seq.seq_id, start, n, ids, max(0, stop - known),
                                  list(self.kv.tables.get(seq.seq_id, ())), sample, is_prefill,
-                                 seq.params, seq.generator)
+                                 seq.params)
         if sample:
             seq.num_output_placeholders += 1
         return scheduled

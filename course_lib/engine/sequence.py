@@ -18,8 +18,6 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-import torch
-
 from ..config import SamplingParams
 
 
@@ -52,7 +50,7 @@ class Sequence:
     detokenizer: object = None              # its IncrementalDetokenizer (streaming, stop strings)
     num_preemptions: int = 0
     token_times: list[float] = field(default_factory=list)
-    generator: torch.Generator | None = None
+    seed: int | None = None                 # its sampling seed (seeded requests); None: the sampler picks one
 
     @property
     def num_prompt_tokens(self) -> int:

@@ -10,8 +10,13 @@ The order of operations is vLLM's:
         └─ temperature ─► top-k ─► top-p ─► min-p ─► probabilities ─► one draw per row
 
 A draw uses the "exponential race": argmax(p_i / E_i) with E_i ~ Exp(1) picks token i with
-probability p_i, and a seeded request draws its E from its own generator, so its samples do not
-depend on which other requests share the batch.
+probability p_i. The E_i are not drawn from a random generator but computed: E_i = -log(u_i) with
+u_i a 32-bit hash (``race_noise``) of (the row's 64-bit seed, the row's output position = tokens it
+has generated so far, the token id i). So a draw depends on nothing but its own row: a seeded
+request gives the same tokens alone or in any batch, at any row, after any preemption, with no
+per-row generator and no Python loop. An unseeded sequence gets a random seed when it is added,
+from a ``random.Random`` the sampler owns (``Sampler(seed=...)``; by default seeded from torch's
+global generator, so ``torch.manual_seed`` makes a whole run reproducible).
 
 Two implementations of the same thing:
 
@@ -19,18 +24,26 @@ Two implementations of the same thing:
   time, tensors built from Python lists every call. Short, obviously right; the tests hold the fast
   path to it.
 - ``Sampler``: the engine's. Each sequence gets a *row* in persistent device tensors when it is first
-  scheduled (its parameters, a count of every token it generated, a mask of its prompt's tokens, its
-  number of generated tokens) and keeps it until it finishes. A step gathers its rows with one index
-  tensor (reused while the batch does not change) and updates the counts on the device from the
-  sampled ids, so nothing is rebuilt from Python lists and no host sync is needed: under async
-  scheduling the next step's penalties already see the token the host has not read yet. The only
-  Python loop in a step is over *seeded* rows (one generator each, as vLLM does).
+  scheduled (its parameters, its seed, a count of every token it generated, a mask of its prompt's
+  tokens, its number of generated tokens) and keeps it until it finishes. A step gathers its rows
+  with one index tensor (reused while the batch does not change) and updates the counts on the
+  device from the sampled ids, so nothing is rebuilt from Python lists and no host sync is needed:
+  under async scheduling the next step's penalties already see the token the host has not read yet.
+
+The Sampler runs the same math two ways. On the CPU (and wherever Triton cannot run) in torch, as
+below. On a GPU through course_lib/kernels/sampling.py (its docstring counts the (B, V) passes):
+one fused kernel for min_tokens + penalties, one fused draw that reads the logits once and computes
+the noise in registers (temperature, min-p, greedy rows), and for top-k rows a ``torch.topk`` of at
+most 1,024 candidates filtered (top-k, top-p, min-p) and drawn by one kernel, so no full sort. Rows
+with top-p but no top-k (or a top-k above 1,024) still sort the whole vocabulary.
 
 Memory: the token counts are (rows, vocab) int32 and the prompt mask (rows, vocab) bool, allocated
 the first time a request asks for a penalty: 256 rows x 128k vocabulary = 128 MiB + 32 MiB.
 """
 from __future__ import annotations
 
+import importlib.util
+import random
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,6 +52,9 @@ import torch
 from ..config import SamplingParams
 
 NEG_INF = float("-inf")
+MASK32 = 0xFFFFFFFF
+NOISE_SALT = 0x9E3779B9          # mixed into the seed's low half, so seed 0 does not hash 0 to 0
+MAX_CANDIDATES = 1024            # top-k rows up to this k draw among torch.topk candidates (no sort)
 
 
 def to_device(data, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -120,26 +136,93 @@ def filter_probs(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor,
     return probs
 
 
-def sample(logits: torch.Tensor, params: list[SamplingParams], generators: list[torch.Generator | None],
-           argmax=None) -> tuple[torch.Tensor, torch.Tensor | None]:
+# ---- the noise of the draw: a hash, not a generator ------------------------------------------------
+
+def _mul32(h, c: int):
+    """(h * c) mod 2**32 for 0 <= h < 2**32 in int64: c in 16-bit halves, so no product passes 2**48."""
+    return (h * (c & 0xFFFF) + (((h * (c >> 16)) & 0xFFFF) << 16)) & MASK32
+
+
+def fmix32(h):
+    """murmur3's 32-bit finaliser (every input bit flips each output bit with probability ~1/2), on
+    int64 tensors or ints holding 32-bit values; the Triton kernels compute the same on uint32."""
+    h = h ^ (h >> 16)
+    h = _mul32(h, 0x85EBCA6B)
+    h = h ^ (h >> 13)
+    h = _mul32(h, 0xC2B2AE35)
+    return h ^ (h >> 16)
+
+
+def seed_halves(seeds: list[int], device=None) -> torch.Tensor:
+    """64-bit seeds as (B, 2) int64 (low, high 32 bits): int64 cannot hold seeds >= 2**63."""
+    return torch.tensor([(s & MASK32, (s >> 32) & MASK32) for s in seeds], dtype=torch.long,
+                        device=device).view(len(seeds), 2)
+
+
+def _fmix32_(h: torch.Tensor) -> torch.Tensor:
+    """`fmix32` in place on a big int64 tensor (one scratch tensor, no temporaries: 4x faster on a CPU)."""
+    t = torch.empty_like(h)
+    for shift, c in ((16, 0x85EBCA6B), (13, 0xC2B2AE35)):
+        h ^= torch.bitwise_right_shift(h, shift, out=t)
+        torch.mul(h, c >> 16, out=t).bitwise_and_(0xFFFF).bitwise_left_shift_(16)   # _mul32, in place
+        h.mul_(c & 0xFFFF).add_(t).bitwise_and_(MASK32)
+    h ^= torch.bitwise_right_shift(h, 16, out=t)
+    return h
+
+
+def race_bits(seeds: torch.Tensor, positions: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
+    """The 32-bit hash (as int64) behind `race_noise`, (B, V): see there."""
+    key = fmix32(fmix32(fmix32(seeds[:, 0] ^ NOISE_SALT) ^ seeds[:, 1]) ^ positions.long())   # (B,)
+    ids = token_ids.long() if token_ids.dim() == 2 else token_ids.long()[None]
+    return _fmix32_(key[:, None] ^ ids)                                                    # (B, V)
+
+
+def race_noise(seeds: torch.Tensor, positions: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
+    """The race's E ~ Exp(1) of each (row, token): (B, V) float32 from ``seeds`` (B, 2) (seed_halves),
+    ``positions`` (B,) (tokens the row generated so far) and ``token_ids`` (V,) or (B, V).
+
+        key = fmix32(fmix32(fmix32(seed_low ^ SALT) ^ seed_high) ^ position)     one per row
+        h   = fmix32(key ^ token_id),  u = ((h >> 9) + 0.5) / 2**23,  E = -log(u)
+
+    u takes 2**23 values strictly inside (0, 1), each exact in float32, so the Triton kernels get
+    the same u bit for bit (and E up to the last bit of a log). On the CPU this is ~20 in-place
+    int64 passes over (B, V), the price of batch-invariant draws there (about a sort's time)."""
+    u = race_bits(seeds, positions, token_ids).bitwise_right_shift_(9).float()
+    return u.add_(0.5).mul_(2.0**-23).log_().neg_()
+
+
+def sample(logits: torch.Tensor, params: list[SamplingParams], seeds: list[int | None] | None = None,
+           positions: list[int] | None = None, argmax=None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The reference sampler without penalties: (token ids (B,), their log-probabilities under the
     unmodified model distribution (B,) or None when no request asked for logprobs).
 
+    ``seeds``: each row's 64-bit seed (None, or a None entry: a random one from torch's generator);
+    ``positions``: each row's output position, the tokens it generated so far (default 0). A row's
+    draw depends on its own (seed, position) only (see ``race_noise``).
     ``argmax``: the greedy pick, (B, V) -> (B,); default torch's (the engine passes the Triton one
     of course_lib/kernels/argmax.py on a GPU, same result, faster at small batch)."""
     tokens = logits.argmax(dim=-1) if argmax is None else argmax(logits)
     sampled = [i for i, p in enumerate(params) if not p.greedy]
     if sampled:
+        seeds = [None] * len(params) if seeds is None else seeds
+        positions = [0] * len(params) if positions is None else positions
+        fresh = iter(torch.randint(0, 2**62, (len(sampled),)).tolist())   # for unseeded rows
+        row_seeds = [next(fresh) if seeds[i] is None else seeds[i] for i in sampled]
         idx = torch.tensor(sampled, device=logits.device)
         probs = apply_filters(logits[idx], [params[i] for i in sampled])
-        race = torch.empty_like(probs).exponential_()
-        for row, i in enumerate(sampled):
-            if generators[i] is not None:
-                race[row].exponential_(generator=generators[i])
+        race = race_noise(seed_halves(row_seeds, logits.device),
+                          torch.tensor([positions[i] for i in sampled], device=logits.device),
+                          torch.arange(logits.shape[-1], device=logits.device))
         tokens[idx] = (probs / race).argmax(dim=-1)
     if all(p.logprobs is None for p in params):
         return tokens, None
     return tokens, logits.float().log_softmax(dim=-1).gather(-1, tokens[:, None])[:, 0]
+
+
+def kernels_usable(device: torch.device) -> bool:
+    """The Sampler's default: Triton kernels on a CUDA device Triton supports, torch elsewhere."""
+    return (device.type == "cuda" and importlib.util.find_spec("triton") is not None
+            and torch.cuda.get_device_capability(device) >= (7, 0))
 
 
 # ---- the engine's batched sampler ---------------------------------------------------------------------
@@ -166,27 +249,41 @@ TEMP, TOP_P, MIN_P, PRESENCE, FREQUENCY, REPETITION = range(6)
 class Sampler:
     """Batched sampling with per-sequence state kept on the device across steps (see the module
     docstring). ``add`` a sequence when it is first scheduled, ``remove`` it when it finishes, and
-    call the sampler with a step's logits (B, V) and the seq ids of its rows."""
+    call the sampler with a step's logits (B, V) and the seq ids of its rows.
 
-    def __init__(self, vocab_size: int, device, eos_token_ids=(), capacity: int = 8, argmax=None):
+    ``kernels``: draw and penalise through course_lib/kernels/sampling.py (default: on a CUDA device
+    Triton supports; True on a CPU needs TRITON_INTERPRET=1, as the tests do). ``seed``: the seed of
+    the generator that picks unseeded sequences' seeds (default: one drawn from torch's)."""
+
+    def __init__(self, vocab_size: int, device, eos_token_ids=(), capacity: int = 8, argmax=None,
+                 kernels: bool | None = None, seed: int | None = None):
         self.vocab_size, self.device = vocab_size, torch.device(device)
         self.eos_token_ids = sorted(set(eos_token_ids))
+        self.kernels = kernels_usable(self.device) if kernels is None else kernels
+        self._k = None
+        if self.kernels:
+            from ..kernels import sampling as k                 # Triton loads only where it runs
+            self._k = k
+            if argmax is None:
+                from ..kernels.argmax import argmax
         self.argmax = argmax
+        self._rng = random.Random(int(torch.randint(0, 2**62, ())) if seed is None else seed)
         self.row_of: dict[int, int] = {}                  # seq_id -> row
         self.params: dict[int, SamplingParams] = {}       # row -> its params
-        self.generators: dict[int, torch.Generator] = {}  # row -> its generator (seeded rows)
         self.capacity = 0
         self.free_rows: list[int] = []
         self._floats = np.zeros((0, 6), np.float32)       # host copies, uploaded when they change
         self._ints = np.zeros((0, 2), np.int64)           # top_k (V = off), min_tokens
-        self.floats = self.ints = None
-        self.num_generated = torch.zeros(0, dtype=torch.int32, device=self.device)
+        self._seeds = np.zeros((0, 2), np.int64)          # the seed's low and high 32 bits
+        self.floats = self.ints = self.seeds = None
+        self.num_generated = torch.zeros(0, dtype=torch.int32, device=self.device)   # the noise's position
         self.counts = None                                # (capacity, V) int32 once a penalty is asked
         self.prompt_mask = None                           # (capacity, V) bool, the same
         self.stop_ids = None                              # (capacity, S) int64 once min_tokens is asked
+        self._vocab_ids = torch.arange(vocab_size, device=self.device)
         self._dirty = True
         self._last_ids: list[int] | None = None
-        self._rows = self._seeded = None
+        self._rows = self._top_k_rows = self._ones = None
         self._grow(capacity)
 
     # ---- rows --------------------------------------------------------------------------------------
@@ -197,6 +294,7 @@ class Sampler:
         self.free_rows = list(range(capacity - 1, old - 1, -1)) + self.free_rows
         self._floats = np.vstack([self._floats, np.zeros((capacity - old, 6), np.float32)])
         self._ints = np.vstack([self._ints, np.zeros((capacity - old, 2), np.int64)])
+        self._seeds = np.vstack([self._seeds, np.zeros((capacity - old, 2), np.int64)])
 
         def grown(t: torch.Tensor | None) -> torch.Tensor | None:
             if t is None:
@@ -210,27 +308,32 @@ class Sampler:
         self.capacity = capacity
         self._dirty = True
 
-    def add(self, seq_id: int, params: SamplingParams, prompt_ids: list[int],
-            generator: torch.Generator | None = None) -> None:
-        """Give a newly scheduled sequence a row and write its parameters there."""
+    def add(self, seq_id: int, params: SamplingParams, prompt_ids: list[int], seed: int | None = None,
+            output_ids: list[int] = ()) -> None:
+        """Give a sequence a row and write its parameters there. ``seed``: its 64-bit sampling seed
+        (None: a random one). ``output_ids``: tokens it generated already, for a sequence added back
+        after it lost its row: its draws continue at its position and its penalties count them."""
         if not self.free_rows:
             self._grow(2 * self.capacity)
         row = self.free_rows.pop()
         self.row_of[seq_id], self.params[row] = row, params
-        if generator is not None:
-            self.generators[row] = generator
+        seed = self._rng.getrandbits(63) if seed is None else seed
+        self._seeds[row] = (seed & MASK32, (seed >> 32) & MASK32)
         self._floats[row] = (params.temperature, params.top_p, params.min_p, params.presence_penalty,
                              params.frequency_penalty, params.repetition_penalty)
         stops = self._stop_ids(params)
         top_k = self.vocab_size if params.top_k == -1 else min(params.top_k, self.vocab_size)
         self._ints[row] = (top_k, params.min_tokens if stops else 0)
-        self.num_generated[row] = 0
+        self.num_generated[row] = len(output_ids)
         if params.has_penalties:
             if self.counts is None:
                 self.counts = torch.zeros(self.capacity, self.vocab_size, dtype=torch.int32, device=self.device)
                 self.prompt_mask = torch.zeros(self.capacity, self.vocab_size, dtype=torch.bool,
                                                device=self.device)
             self.counts[row] = 0
+            if output_ids:
+                self.counts[row].index_add_(0, to_device(list(output_ids), self.device, torch.long),
+                                            torch.ones(len(output_ids), dtype=torch.int32, device=self.device))
             self.prompt_mask[row] = False
             if params.repetition_penalty != 1 and prompt_ids:
                 self.prompt_mask[row, to_device(prompt_ids, self.device, torch.long)] = True
@@ -255,7 +358,6 @@ class Sampler:
         if row is None:
             return
         del self.params[row]
-        self.generators.pop(row, None)
         self.free_rows.append(row)
         self._dirty = True
 
@@ -264,16 +366,29 @@ class Sampler:
         change only; steady decoding skips this)."""
         self.floats = to_device(torch.from_numpy(self._floats), self.device)
         self.ints = to_device(torch.from_numpy(self._ints), self.device)
+        self.seeds = to_device(torch.from_numpy(self._seeds), self.device)
         ps = list(self.params.values())
-        self.any_random = any(not p.greedy for p in ps)
+        rand = [p for p in ps if not p.greedy]
+        V = self.vocab_size
+        has_k = [p.top_k != -1 and p.top_k < V for p in rand]
+        self.any_random = bool(rand)
         self.any_greedy = any(p.greedy for p in ps)
-        self.any_sort = any(not p.greedy and (p.top_k != -1 or p.top_p < 1) for p in ps)
-        self.any_min_p = any(not p.greedy and p.min_p > 0 for p in ps)
+        self.any_sort = any(p.top_k != -1 or p.top_p < 1 for p in rand)
+        self.any_top_p = any(p.top_p < 1 for p in rand)
+        self.any_min_p = any(p.min_p > 0 for p in rand)
         self.any_penalty = any(p.has_penalties for p in ps)
         self.any_min_tokens = self.stop_ids is not None and any(p.min_tokens for p in ps)
+        # the kernels' draw: "full" (temperature, min-p: one pass over the vocabulary), "candidates"
+        # (every row that filters by rank has a top-k <= MAX_CANDIDATES), else "sort"
+        k_max = max((p.top_k for p, k in zip(rand, has_k) if k), default=0)
+        nucleus_only = any(p.top_p < 1 and not k for p, k in zip(rand, has_k))
+        self.k_max = k_max
+        self.any_plain = any(p.top_p == 1 and not k for p, k in zip(rand, has_k))   # no rank filter
+        self.draw_path = ("sort" if nucleus_only or k_max > MAX_CANDIDATES else
+                          "candidates" if k_max else "full")
         wanted = [p.logprobs for p in ps if p.logprobs is not None]
         self.max_logprobs = max(wanted) if wanted else None
-        self._last_ids = None                               # the seeded rows may have changed
+        self._last_ids = None                               # the rows' kinds may have changed
         self._dirty = False
 
     def _step_rows(self, seq_ids: list[int]) -> torch.Tensor:
@@ -281,7 +396,11 @@ class Sampler:
         if seq_ids != self._last_ids:
             rows = [self.row_of[i] for i in seq_ids]
             self._rows = to_device(rows, self.device, torch.long)
-            self._seeded = [(i, self.generators[r]) for i, r in enumerate(rows) if r in self.generators]
+            self._ones = torch.ones(len(rows), dtype=torch.int32, device=self.device)   # _record's
+            if self.kernels and self.draw_path == "candidates":       # rows drawn among candidates
+                V = self.vocab_size
+                self._top_k_rows = to_device([not self.params[r].greedy and self._ints[r, 0] < V
+                                              for r in rows], self.device, torch.bool)
             self._last_ids = list(seq_ids)
         return self._rows
 
@@ -292,19 +411,12 @@ class Sampler:
             self._refresh()
         rows = self._step_rows(seq_ids)
         x = self._process(logits, rows)
-        tokens = x.argmax(dim=-1) if self.argmax is None else self.argmax(x)
-        if self.any_random:
-            f = self.floats[rows]                                                   # (B, 6)
-            temp = f[:, TEMP]
-            greedy = temp == 0
-            tempered = x.float() / torch.where(greedy, 1.0, temp)[:, None]
-            probs = filter_probs(tempered, self.ints[rows, 0], f[:, TOP_P], f[:, MIN_P],
-                                 self.any_sort, self.any_min_p)
-            race = torch.empty_like(probs).exponential_()
-            for i, gen in self._seeded:           # a seeded row draws from its own stream
-                race[i].exponential_(generator=gen)
-            drawn = (probs / race).argmax(dim=-1)
-            tokens = torch.where(greedy, tokens, drawn) if self.any_greedy else drawn
+        if not self.any_random:
+            tokens = self._argmax(x)
+        elif self.kernels:
+            tokens = self._draw_kernels(x, rows)
+        else:
+            tokens = self._draw_torch(x, rows)
         self._record(rows, tokens)
         out = SampleOutput(tokens)
         if self.max_logprobs is not None:
@@ -315,6 +427,41 @@ class Sampler:
                 out.top_logprobs, out.top_ids = lp.topk(self.max_logprobs, dim=-1)
         return out
 
+    def _argmax(self, x: torch.Tensor) -> torch.Tensor:
+        return x.argmax(dim=-1) if self.argmax is None else self.argmax(x)
+
+    def _draw_torch(self, x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """The reference's arithmetic on the whole batch: filter_probs, then the race."""
+        f = self.floats[rows]                                                       # (B, 6)
+        temp = f[:, TEMP]
+        greedy = temp == 0
+        tempered = x.float() / torch.where(greedy, 1.0, temp)[:, None]
+        probs = filter_probs(tempered, self.ints[rows, 0], f[:, TOP_P], f[:, MIN_P], self.any_sort,
+                             self.any_min_p)
+        race = race_noise(self.seeds[rows], self.num_generated[rows], self._vocab_ids)
+        drawn = (probs / race).argmax(dim=-1)
+        return torch.where(greedy, self._argmax(x), drawn) if self.any_greedy else drawn
+
+    def _draw_kernels(self, x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """The same draw through Triton: the tables stay whole, the kernels index them by ``rows``."""
+        k, f, pos = self._k, self.floats, self.num_generated
+        min_p = f[:, MIN_P] if self.any_min_p else None
+        if self.draw_path == "full":                        # greedy rows come out as the argmax
+            return k.draw(x, self.seeds, pos, rows, f[:, TEMP], min_p)
+        if self.draw_path == "sort":
+            fr = f[rows]
+            greedy = fr[:, TEMP] == 0
+            probs = filter_probs(x.float() / torch.where(greedy, 1.0, fr[:, TEMP])[:, None],
+                                 self.ints[rows, 0], fr[:, TOP_P], fr[:, MIN_P], True, self.any_min_p)
+            drawn = k.draw(probs, self.seeds, pos, rows, log_input=True)
+            return torch.where(greedy, self._argmax(x), drawn) if self.any_greedy else drawn
+        values, ids = x.topk(self.k_max, dim=-1)                                    # (B, k_max)
+        drawn = k.draw_candidates(values, ids, self.seeds, pos, rows, f[:, TEMP], self.ints[:, 0],
+                                  f[:, TOP_P] if self.any_top_p else None, min_p)
+        if self.any_plain:                    # rows without top-k draw over the whole vocabulary
+            return torch.where(self._top_k_rows, drawn, k.draw(x, self.seeds, pos, rows, f[:, TEMP], min_p))
+        return torch.where(self._top_k_rows, drawn, self._argmax(x)) if self.any_greedy else drawn
+
     def processed_logits(self, logits: torch.Tensor, seq_ids: list[int]) -> torch.Tensor:
         """The logits the draw starts from (min_tokens masks and penalties applied), for tests and
         the notebook; a step does the same inside ``__call__``."""
@@ -323,6 +470,13 @@ class Sampler:
         return self._process(logits, self._step_rows(seq_ids))
 
     def _process(self, logits: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        if self.kernels and (self.any_min_tokens or self.any_penalty):   # one pass over (B, V)
+            f = self.floats
+            pen = dict(counts=self.counts, prompt_mask=self.prompt_mask, repetition=f[:, REPETITION],
+                       frequency=f[:, FREQUENCY], presence=f[:, PRESENCE]) if self.any_penalty else {}
+            stops = dict(num_generated=self.num_generated, min_tokens=self.ints[:, 1],
+                         stop_ids=self.stop_ids) if self.any_min_tokens else {}
+            return self._k.penalize(logits, rows, **pen, **stops)
         x = logits
         if self.any_min_tokens:
             active = self.num_generated[rows] < self.ints[rows, 1]                  # (B,)
@@ -342,8 +496,9 @@ class Sampler:
         return x - f[:, FREQUENCY, None] * counts - f[:, PRESENCE, None] * (counts > 0)
 
     def _record(self, rows: torch.Tensor, tokens: torch.Tensor) -> None:
-        """Device-side history for the next steps: one more token per row, and its count."""
-        self.num_generated.index_add_(0, rows, torch.ones_like(rows, dtype=torch.int32))
+        """Device-side history for the next steps: one more token per row (the noise's position),
+        and its count."""
+        ones = self._ones if len(self._ones) == len(rows) else torch.ones_like(rows, dtype=torch.int32)
+        self.num_generated.index_add_(0, rows, ones)
         if self.counts is not None:
-            self.counts.index_put_((rows, tokens), torch.ones_like(tokens, dtype=torch.int32),
-                                   accumulate=True)
+            self.counts.index_put_((rows, tokens), ones, accumulate=True)

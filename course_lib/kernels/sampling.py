@@ -1,0 +1,376 @@
+"""The batched Sampler's GPU path (Day 06, issue 12): penalties, the draw and top-k candidates in
+Triton, each next to its torch reference.
+
+**The draw without probabilities.** The exponential race argmax_i p_i / E_i (E_i ~ Exp(1)) is, in
+logs, the Gumbel-max trick: argmax_i (logit_i / T - log E_i). So a draw needs no softmax, no
+(B, V) probability tensor and no (B, V) random tensor: each program reads its logits once, computes
+E_i = -log(u_i) from a hash of (row seed, row position, token id) in registers (``race_noise`` in
+course_lib/layers/sampler.py is the same hash in torch, bit for bit), and keeps the best score.
+Like argmax.py, two passes spread a row over the GPU, so batch 1 is fast too:
+
+    pass 1, grid (B, chunks):  each program scores BLOCK logits, keeps the max score and its index
+    pass 2, grid (B,):         each row picks its first chunk holding the overall max (argmax.py's)
+
+Temperature 0 rows score the plain logit (no noise): the result is torch's argmax. min-p, in logit
+space, keeps logit / T >= max / T + log(min_p); it needs the row max first, one more pass (the
+chunk maxima of argmax.py's pass 1, read back by pass 1 here).
+
+**Top-k without a sort.** For rows with top-k (k <= 1,024), ``torch.topk`` gives the k_max best
+logits (k_max = the largest top_k of the live rows), sorted; one program per row then applies its
+top-k, top-p (mass measured on what top-k kept, dropped once the better tokens hold >= top_p, as
+``filter_probs``) and min-p to those k_max values, and draws among them with the noise of their
+token ids: the token the full-vocabulary reference draws with the same noise. Rows with top-p but no
+top-k still sort the whole vocabulary (the Sampler's "sort" path), then draw here from the filtered
+probabilities (``log_input``).
+
+**Penalties in one pass.** ``penalize`` reads a row's logits, token counts and prompt mask once and
+writes the float32 penalised logits once, with min_tokens' stop-id masking in the same pass: torch
+needs about ten (B, V) operators and a gather copy of the counts.
+
+(B, V) traffic per step (B x V elements; the counts are int32, the prompt mask one byte):
+
+    temperature only     1 read of the logits
+    + min-p              2 reads
+    + penalties          + 1 read of the logits, the counts and the mask, 1 float32 write
+    top-k (+ top-p)      torch.topk (a radix select: a few reads) + 1 read per path the batch mixes
+                         (rows without top-k: the full draw; greedy rows: argmax); (B, k_max) after
+    top-p without top-k  the full sort of filter_probs (tens of passes) + 1 read
+
+Every kernel indexes the Sampler's per-sequence tables (parameters, seeds, positions, counts) through
+``rows``, so nothing is gathered into (B, ...) copies first.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+from triton.language.extra.cuda import libdevice as cuda_libdevice
+
+from ..layers.sampler import MAX_CANDIDATES, race_noise   # pure torch: the CPU path imports no Triton
+from .argmax import BLOCK, _argmax_chunks_kernel, _argmax_rows_kernel
+from .checks import check_runnable
+
+PENALTY_BLOCK = 2048   # logits per program of the penalties kernel
+# MAX_CANDIDATES (1,024): the candidates kernel holds a row's k_max values in one program
+# tl.log is libdevice's exact logf (~20 instructions); a draw takes two logs per logit, which would
+# make it compute-bound, so on a GPU it uses the hardware's approximation (lg2.approx, ~2 ulp: only
+# a near-tie could change a token). The interpreter has no libdevice: tl.log there.
+_FAST_LOG = tl.constexpr(os.environ.get("TRITON_INTERPRET") != "1")
+
+
+# ---- the noise: sampler.race_noise on uint32 --------------------------------------------------------
+
+@triton.jit
+def _log(x):
+    if _FAST_LOG:
+        y = cuda_libdevice.fast_logf(x)
+    else:
+        y = tl.log(x)
+    return y
+
+
+@triton.jit
+def _fmix32(h):
+    # murmur3's finaliser on uint32 (products wrap mod 2**32, shifts are logical)
+    h ^= h >> 16
+    h *= 0x85EBCA6B
+    h ^= h >> 13
+    h *= 0xC2B2AE35
+    h ^= h >> 16
+    return h
+
+
+@triton.jit
+def _row_key(seed_ptr, pos):
+    # seed_ptr -> the row's (low, high) int64 halves; pos: tokens it generated so far
+    h = _fmix32(tl.load(seed_ptr).to(tl.uint32) ^ 0x9E3779B9)
+    h = _fmix32(h ^ tl.load(seed_ptr + 1).to(tl.uint32))
+    return _fmix32(h ^ pos.to(tl.uint32))
+
+
+@triton.jit
+def _race_e(key, token_ids):
+    # E = -log(u) ~ Exp(1), u = ((h >> 9) + 0.5) / 2**23 strictly inside (0, 1), exact in float32
+    h = _fmix32(key ^ token_ids.to(tl.uint32))
+    return -_log(((h >> 9).to(tl.float32) + 0.5) * 1.1920928955078125e-07)
+
+
+@triton.jit
+def _neg_log_race(key, token_ids):
+    # -log(E): the Gumbel noise added to a logit
+    return -_log(_race_e(key, token_ids))
+
+
+@triton.jit
+def _race_kernel(seed_ptr, pos_ptr, bits_ptr, e_ptr, V, BLOCK: tl.constexpr):
+    # grid: (B, cdiv(V, BLOCK)); the noise itself, for the bit-for-bit test against torch
+    b, chunk = tl.program_id(0).to(tl.int64), tl.program_id(1)
+    key = _row_key(seed_ptr + 2 * b, tl.load(pos_ptr + b))
+    cols = chunk * BLOCK + tl.arange(0, BLOCK)
+    tl.store(bits_ptr + b * V + cols, _fmix32(key ^ cols.to(tl.uint32)).to(tl.int64), mask=cols < V)
+    tl.store(e_ptr + b * V + cols, _race_e(key, cols), mask=cols < V)
+
+
+def race_noise_triton(seeds: torch.Tensor, positions: torch.Tensor, V: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The kernels' noise for tokens 0..V-1: (hash bits (B, V) int64, E (B, V) float32), to hold
+    against sampler.race_bits / race_noise. ``seeds`` (B, 2) contiguous int64, ``positions`` (B,)."""
+    check_runnable("seeds", seeds, dict(positions=positions))
+    B = len(seeds)
+    bits = torch.empty(B, V, dtype=torch.long, device=seeds.device)
+    e = torch.empty(B, V, dtype=torch.float32, device=seeds.device)
+    if B:
+        _race_kernel[(B, triton.cdiv(V, 1024))](seeds.contiguous(), positions, bits, e, V, BLOCK=1024)
+    return bits, e
+
+
+# ---- the draw over the whole vocabulary ----------------------------------------------------------------
+
+@triton.jit
+def _draw_chunks_kernel(x_ptr, stride_x, rows_ptr, temp_ptr, stride_temp, min_p_ptr, stride_min_p,
+                        chunk_max_ptr, seed_ptr, stride_seed, pos_ptr, val_ptr, idx_ptr, V, num_chunks,
+                        USE_MIN_P: tl.constexpr, LOG_INPUT: tl.constexpr, CHUNKS: tl.constexpr,
+                        BLOCK: tl.constexpr):
+    # grid: (B, num_chunks); row b of x belongs to entry rows[b] of the tables
+    b, chunk = tl.program_id(0).to(tl.int64), tl.program_id(1)
+    r = tl.load(rows_ptr + b)
+    cols = chunk * BLOCK + tl.arange(0, BLOCK)
+    x = tl.load(x_ptr + b * stride_x + cols, mask=cols < V, other=1.0).to(tl.float32)
+    if LOG_INPUT:                                             # filtered probabilities, tempered
+        x = _log(x)
+    x = tl.where(x != x, float("inf"), x)                     # NaN wins, as in torch's argmax
+    t = tl.load(temp_ptr + r * stride_temp)
+    greedy = t == 0
+    inv_t = 1.0 / tl.where(greedy, 1.0, t)                    # one division per program, not per logit
+    scaled = x * inv_t
+    score = scaled + _neg_log_race(_row_key(seed_ptr + r * stride_seed, tl.load(pos_ptr + r)), cols)
+    if USE_MIN_P:
+        c = tl.arange(0, CHUNKS)
+        m = tl.max(tl.load(chunk_max_ptr + b * num_chunks + c, mask=c < num_chunks, other=float("-inf")),
+                   axis=0)
+        floor = m * inv_t + _log(tl.load(min_p_ptr + r * stride_min_p))   # min_p = 0: -inf, keeps all
+        score = tl.where(scaled >= floor, score, float("-inf"))
+    score = tl.where(greedy, x, score)
+    score = tl.where(cols < V, score, float("-inf"))
+    best, at = tl.max(score, axis=0, return_indices=True)     # ties: the first index
+    tl.store(val_ptr + b * num_chunks + chunk, best)
+    tl.store(idx_ptr + b * num_chunks + chunk, chunk * BLOCK + at)
+
+
+def draw_ref(logits, seeds, positions, rows=None, temperature=None, min_p=None, log_input=False):
+    """Torch reference of `draw`, the same arithmetic in the same order."""
+    rows = torch.arange(len(logits), device=logits.device) if rows is None else rows
+    x = logits.float().log() if log_input else logits.float()
+    x = torch.where(x.isnan(), float("inf"), x)
+    t = torch.ones(len(x), device=x.device) if temperature is None else temperature[rows].float()
+    greedy = (t == 0)[:, None]
+    inv_t = 1.0 / torch.where(t == 0, 1.0, t)[:, None]
+    scaled = x * inv_t
+    ids = torch.arange(x.shape[1], device=x.device)
+    score = scaled + -race_noise(seeds[rows], positions[rows], ids).log()
+    if min_p is not None:
+        floor = x.amax(-1, keepdim=True) * inv_t + min_p[rows].float().log()[:, None]
+        score = torch.where(scaled >= floor, score, float("-inf"))
+    return torch.where(greedy, x, score).argmax(dim=-1)
+
+
+def draw(logits: torch.Tensor, seeds: torch.Tensor, positions: torch.Tensor, rows: torch.Tensor | None = None,
+         temperature: torch.Tensor | None = None, min_p: torch.Tensor | None = None,
+         log_input: bool = False) -> torch.Tensor:
+    """One token per row of ``logits`` (B, V) (any float dtype): (B,) int64.
+
+    Tables of N entries, row b of ``logits`` using entry ``rows[b]`` (default b): ``seeds`` (N, 2)
+    int64 halves (seed_halves), ``positions`` (N,) int, ``temperature`` (N,) float32 (0 = greedy;
+    None = 1), ``min_p`` (N,) float32 or None (no min-p pass). The 1-D tables may be strided
+    columns of a wider table. ``log_input``: ``logits`` holds filtered probabilities; draw from them."""
+    if logits.dim() != 2 or logits.shape[1] == 0:
+        raise ValueError(f"logits must be (B, V) with V > 0, got shape {tuple(logits.shape)}")
+    if logits.dtype not in (torch.float16, torch.bfloat16, torch.float32):
+        raise ValueError(f"logits dtype must be float16, bfloat16 or float32, got {logits.dtype}")
+    check_runnable("logits", logits, dict(seeds=seeds, positions=positions, rows=rows,
+                                          temperature=temperature, min_p=min_p))
+    B, V = logits.shape
+    out = torch.empty(B, dtype=torch.long, device=logits.device)
+    if B == 0:
+        return out
+    if logits.stride(1) != 1:
+        logits = logits.contiguous()
+    rows = torch.arange(B, device=logits.device) if rows is None else rows
+    if seeds.dim() != 2 or seeds.shape[1] != 2 or seeds.stride(1) != 1 or seeds.dtype != torch.long:
+        raise ValueError(f"seeds must be (N, 2) int64 (low, high halves), got {tuple(seeds.shape)} {seeds.dtype}")
+    if temperature is None:
+        temperature = torch.ones((), device=logits.device).expand(len(seeds))   # stride 0
+    num_chunks = triton.cdiv(V, BLOCK)
+    vals = torch.empty(B, num_chunks, dtype=torch.float32, device=logits.device)
+    idx = torch.empty(B, num_chunks, dtype=torch.int32, device=logits.device)
+    chunk_max = vals
+    if min_p is not None:                       # the row max first: argmax.py's pass 1 (maxima only)
+        chunk_max = torch.empty_like(vals)
+        _argmax_chunks_kernel[(B, num_chunks)](logits, chunk_max, idx, V, logits.stride(0), num_chunks,
+                                               BLOCK=BLOCK, num_warps=8)
+    _draw_chunks_kernel[(B, num_chunks)](
+        logits, logits.stride(0), rows, temperature, temperature.stride(0),
+        temperature if min_p is None else min_p, 0 if min_p is None else min_p.stride(0), chunk_max,
+        seeds, seeds.stride(0), positions, vals, idx, V, num_chunks,
+        USE_MIN_P=min_p is not None, LOG_INPUT=log_input, CHUNKS=triton.next_power_of_2(num_chunks),
+        BLOCK=BLOCK, num_warps=8)
+    _argmax_rows_kernel[(B,)](vals, idx, out, num_chunks, CHUNKS=triton.next_power_of_2(num_chunks))
+    return out
+
+
+# ---- the draw among top-k candidates ------------------------------------------------------------------
+
+@triton.jit
+def _candidates_kernel(val_ptr, ids_ptr, stride_c, rows_ptr, temp_ptr, top_k_ptr, top_p_ptr, min_p_ptr,
+                       stride_f, stride_k, seed_ptr, stride_seed, pos_ptr, out_ptr, K,
+                       USE_TOP_P: tl.constexpr, USE_MIN_P: tl.constexpr, KP: tl.constexpr):
+    # grid: (B,); a row's K candidates, best first (torch.topk), KP = next power of two >= K
+    b = tl.program_id(0).to(tl.int64)
+    r = tl.load(rows_ptr + b)
+    rank = tl.arange(0, KP)
+    t = tl.load(temp_ptr + r * stride_f)
+    inv_t = 1.0 / tl.where(t == 0, 1.0, t)                    # greedy rows: the caller's argmax
+    x = tl.load(val_ptr + b * stride_c + rank, mask=rank < K, other=float("-inf")).to(tl.float32) * inv_t
+    x = tl.where(rank < tl.load(top_k_ptr + r * stride_k), x, float("-inf"))
+    if USE_TOP_P:                                             # mass above each rank, of what top-k kept
+        top_p = tl.load(top_p_ptr + r * stride_f)
+        top_p = tl.where(top_p < 1, top_p, float("inf"))      # top_p = 1 drops nothing, even where
+        e = tl.exp(x - tl.max(x, axis=0))                     # the float cumsum reaches 1.0 early
+        p = e / tl.sum(e, axis=0)
+        above = tl.cumsum(p, axis=0) - p
+        x = tl.where(above >= top_p, float("-inf"), x)
+    if USE_MIN_P:
+        x = tl.where(x >= tl.max(x, axis=0) + _log(tl.load(min_p_ptr + r * stride_f)), x, float("-inf"))
+    ids = tl.load(ids_ptr + b * stride_c + rank, mask=rank < K, other=0)
+    score = x + _neg_log_race(_row_key(seed_ptr + r * stride_seed, tl.load(pos_ptr + r)), ids)
+    _, at = tl.max(score, axis=0, return_indices=True)
+    tl.store(out_ptr + b, tl.load(ids_ptr + b * stride_c + at).to(tl.int64))
+
+
+def candidate_logits_ref(values, temperature, top_k, top_p=None, min_p=None):
+    """The candidates kernel's filter in torch: tempered candidate logits (B, K), -inf where top-k,
+    top-p or min-p drops them. ``values`` (B, K) best first; per-row (B,) parameters."""
+    inv_t = 1.0 / torch.where(temperature == 0, 1.0, temperature.float())[:, None]
+    rank = torch.arange(values.shape[1], device=values.device)[None, :]
+    x = (values.float() * inv_t).masked_fill(rank >= top_k[:, None], float("-inf"))
+    if top_p is not None:
+        p = x.softmax(dim=-1)
+        x = x.masked_fill(((p.cumsum(-1) - p) >= top_p[:, None]) & (top_p[:, None] < 1), float("-inf"))
+    if min_p is not None:
+        x = x.masked_fill(x < x.amax(-1, keepdim=True) + min_p.float().log()[:, None], float("-inf"))
+    return x
+
+
+def draw_candidates_ref(values, ids, seeds, positions, rows, temperature, top_k, top_p=None, min_p=None):
+    """Torch reference of `draw_candidates`."""
+    x = candidate_logits_ref(values, temperature[rows], top_k[rows], None if top_p is None else top_p[rows],
+                             None if min_p is None else min_p[rows])
+    score = x + -race_noise(seeds[rows], positions[rows], ids).log()
+    return ids.gather(1, score.argmax(dim=-1, keepdim=True))[:, 0]
+
+
+def draw_candidates(values: torch.Tensor, ids: torch.Tensor, seeds: torch.Tensor, positions: torch.Tensor,
+                    rows: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor,
+                    top_p: torch.Tensor | None = None, min_p: torch.Tensor | None = None) -> torch.Tensor:
+    """One token per row among its top-k candidates: ``values``/``ids`` (B, K) from
+    ``torch.topk(logits, K)`` (K >= every row's top_k), the tables as in `draw` (``top_k`` (N,)
+    int64; ``top_p``/``min_p`` None: no row uses them). Greedy rows (temperature 0) are drawn at
+    temperature 1 here: the caller takes their argmax. Returns (B,) int64 token ids."""
+    if values.shape != ids.shape or values.dim() != 2 or not 1 <= values.shape[1] <= MAX_CANDIDATES:
+        raise ValueError(f"values and ids must both be (B, K) with 1 <= K <= {MAX_CANDIDATES}, got "
+                         f"{tuple(values.shape)} and {tuple(ids.shape)}")
+    check_runnable("values", values, dict(ids=ids, seeds=seeds, positions=positions, rows=rows))
+    B, K = values.shape
+    out = torch.empty(B, dtype=torch.long, device=values.device)
+    if B == 0:
+        return out
+    values, ids = values.contiguous(), ids.contiguous()
+    f_stride = temperature.stride(0)
+    if any(t is not None and t.stride(0) != f_stride for t in (top_p, min_p)):
+        raise ValueError("temperature, top_p and min_p must be columns of one table (one stride)")
+    _candidates_kernel[(B,)](values, ids, values.stride(0), rows, temperature, top_k,
+                             temperature if top_p is None else top_p, temperature if min_p is None else min_p,
+                             f_stride, top_k.stride(0), seeds, seeds.stride(0), positions, out, K,
+                             USE_TOP_P=top_p is not None, USE_MIN_P=min_p is not None,
+                             KP=max(16, triton.next_power_of_2(K)))
+    return out
+
+
+# ---- penalties and min_tokens in one pass -------------------------------------------------------------
+
+@triton.jit
+def _penalize_kernel(x_ptr, stride_x, out_ptr, rows_ptr, V, counts_ptr, mask_ptr, stride_v,
+                     rep_ptr, freq_ptr, pres_ptr, stride_f, num_gen_ptr, min_tokens_ptr, stride_mt,
+                     stop_ptr, stride_stop, S,
+                     HAS_PENALTY: tl.constexpr, HAS_STOPS: tl.constexpr, BLOCK: tl.constexpr):
+    # grid: (B, cdiv(V, BLOCK)); reads x, counts, mask once; writes float32 once
+    b, chunk = tl.program_id(0).to(tl.int64), tl.program_id(1)
+    r = tl.load(rows_ptr + b)
+    cols = chunk * BLOCK + tl.arange(0, BLOCK)
+    ok = cols < V
+    x = tl.load(x_ptr + b * stride_x + cols, mask=ok, other=0.0).to(tl.float32)
+    if HAS_STOPS:                 # min_tokens: the row's stop ids to -inf while it is too short
+        active = tl.load(num_gen_ptr + r) < tl.load(min_tokens_ptr + r * stride_mt)
+        for s in range(S):
+            x = tl.where(active & (cols == tl.load(stop_ptr + r * stride_stop + s)), float("-inf"), x)
+    if HAS_PENALTY:
+        counts = tl.load(counts_ptr + r * stride_v + cols, mask=ok, other=0)
+        seen = (counts > 0) | (tl.load(mask_ptr + r * stride_v + cols, mask=ok, other=0) != 0)
+        rep = tl.load(rep_ptr + r * stride_f)
+        x = tl.where(seen, tl.where(x > 0, x / rep, x * rep), x)
+        x = x - tl.load(freq_ptr + r * stride_f) * counts.to(tl.float32) \
+            - tl.load(pres_ptr + r * stride_f) * (counts > 0).to(tl.float32)
+    tl.store(out_ptr + b * V + cols, x, mask=ok)
+
+
+def penalize_ref(logits, rows, counts=None, prompt_mask=None, repetition=None, frequency=None, presence=None,
+                 num_generated=None, min_tokens=None, stop_ids=None):
+    """Torch reference of `penalize` (Sampler._process's torch path, with the tables indexed here)."""
+    x = logits.float()
+    if stop_ids is not None:
+        active = (num_generated[rows] < min_tokens[rows])[:, None]
+        ids = stop_ids[rows]
+        x = x.scatter(1, ids, torch.where(active, float("-inf"), x.gather(1, ids)))
+    if counts is not None:
+        c, rep = counts[rows], repetition[rows, None]
+        x = torch.where((c > 0) | prompt_mask[rows], torch.where(x > 0, x / rep, x * rep), x)
+        x = x - frequency[rows, None] * c - presence[rows, None] * (c > 0)
+    return x
+
+
+def penalize(logits: torch.Tensor, rows: torch.Tensor, counts=None, prompt_mask=None, repetition=None,
+             frequency=None, presence=None, num_generated=None, min_tokens=None, stop_ids=None) -> torch.Tensor:
+    """min_tokens masks and penalties of ``logits`` (B, V) in one pass: (B, V) float32.
+
+    Tables of N entries indexed by ``rows`` (B,): ``counts`` (N, V) int32 and ``prompt_mask`` (N, V)
+    bool with ``repetition``/``frequency``/``presence`` (N,) float32 columns of one table (counts None:
+    no penalties); ``num_generated`` (N,), ``min_tokens`` (N,) int64 and ``stop_ids`` (N, S) int64
+    (stop_ids None: no min_tokens). The formulas are Sampler._penalize's."""
+    if logits.dim() != 2 or logits.dtype not in (torch.float16, torch.bfloat16, torch.float32):
+        raise ValueError(f"logits must be (B, V) float16/bfloat16/float32, got {tuple(logits.shape)} "
+                         f"{logits.dtype}")
+    check_runnable("logits", logits, dict(rows=rows, counts=counts, prompt_mask=prompt_mask, stop_ids=stop_ids))
+    B, V = logits.shape
+    out = torch.empty(B, V, dtype=torch.float32, device=logits.device)
+    if B == 0:
+        return out
+    if logits.stride(1) != 1:
+        logits = logits.contiguous()
+    has_pen, has_stops = counts is not None, stop_ids is not None
+    if has_pen and not (counts.stride(1) == 1 and prompt_mask.stride() == counts.stride()
+                        and repetition.stride(0) == frequency.stride(0) == presence.stride(0)):
+        raise ValueError("counts and prompt_mask must be (N, V) with the same strides, and repetition, "
+                         "frequency, presence columns of one table")
+    dummy = logits                                            # an unused pointer for a missing table
+    _penalize_kernel[(B, triton.cdiv(V, PENALTY_BLOCK))](
+        logits, logits.stride(0), out, rows, V,
+        counts if has_pen else dummy, prompt_mask.view(torch.uint8) if has_pen else dummy,
+        counts.stride(0) if has_pen else 0, repetition if has_pen else dummy,
+        frequency if has_pen else dummy, presence if has_pen else dummy,
+        repetition.stride(0) if has_pen else 0,
+        num_generated if has_stops else dummy, min_tokens if has_stops else dummy,
+        min_tokens.stride(0) if has_stops else 0, stop_ids if has_stops else dummy,
+        stop_ids.stride(0) if has_stops else 0, stop_ids.shape[1] if has_stops else 0,
+        HAS_PENALTY=has_pen, HAS_STOPS=has_stops, BLOCK=PENALTY_BLOCK, num_warps=8)
+    return out
