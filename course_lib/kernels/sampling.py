@@ -54,9 +54,13 @@ from .checks import check_runnable
 
 PENALTY_BLOCK = 2048   # logits per program of the penalties kernel
 # MAX_CANDIDATES (1,024): the candidates kernel holds a row's k_max values in one program
-# tl.log is libdevice's exact logf (~20 instructions); a draw takes two logs per logit, which would
-# make it compute-bound, so on a GPU it uses the hardware's approximation (lg2.approx, ~2 ulp: only
-# a near-tie could change a token). The interpreter has no libdevice: tl.log there.
+# tl.log is libdevice's exact logf (~20 instructions); a draw takes two logs per logit. The second,
+# -log(E), only needs a small *absolute* error, so on a GPU it uses the hardware's approximation
+# (lg2.approx: ~1e-7 absolute, only a near-tie could change a token). The first, E = -log(u), must be
+# exact: for u near 1, E ~ 1 - u is tiny and the approximation's absolute error is as large as E
+# itself (measured on an H200: E off by a factor of 7, E = 0 for some tokens, whose score is then
+# +inf, and 5 of 768 temperature-only draws differing from torch's). The interpreter has no
+# libdevice: tl.log there.
 _FAST_LOG = tl.constexpr(os.environ.get("TRITON_INTERPRET") != "1")
 
 
@@ -94,7 +98,7 @@ def _row_key(seed_ptr, pos):
 def _race_e(key, token_ids):
     # E = -log(u) ~ Exp(1), u = ((h >> 9) + 0.5) / 2**23 strictly inside (0, 1), exact in float32
     h = _fmix32(key ^ token_ids.to(tl.uint32))
-    return -_log(((h >> 9).to(tl.float32) + 0.5) * 1.1920928955078125e-07)
+    return -tl.log(((h >> 9).to(tl.float32) + 0.5) * 1.1920928955078125e-07)   # exact: see _FAST_LOG
 
 
 @triton.jit
