@@ -158,7 +158,8 @@ def test_warm_up_captures_the_mixed_graphs_after_its_requests(llm, monkeypatch):
     capture inside the first rate's run made its queueing delay 33 ms against 5 ms at 3x the rate
     (notebook 07 on an H200)."""
     calls = []
-    fake = type("Graphs", (), {"capture_all": lambda self: calls.append(llm.engine.has_unfinished_requests())})
+    fake = type("Graphs", (), {"bucket": lambda self, num_seqs, num_tokens: None,      # steps run eagerly
+                               "capture_all": lambda self: calls.append(llm.engine.has_unfinished_requests())})
     monkeypatch.setattr(llm.engine.runner, "mixed_graphs", fake())
     loadgen.warm_up(llm, workload())
     assert calls == [False]                            # once, after the warm-up requests drained
