@@ -275,7 +275,7 @@ class SamplingParams:
         check(self.max_tokens >= 1, "max_tokens", self.max_tokens, "an integer >= 1")
         check_bool(self.ignore_eos, "ignore_eos")
         self.stop_token_ids = self._check_stop_token_ids(self.stop_token_ids)
-        if self.seed is not None:     # torch.Generator.manual_seed takes 64 bits
+        if self.seed is not None:     # the sampler hashes both 32-bit halves of a 64-bit seed
             self.seed = check_int(self.seed, "seed", "None or an integer in [0, 2**64 - 1]")
             check(0 <= self.seed <= MAX_SEED, "seed", self.seed, "None or an integer in [0, 2**64 - 1]")
         self.logprobs = self._check_logprobs(self.logprobs, "logprobs")
