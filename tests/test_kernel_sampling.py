@@ -4,7 +4,7 @@ On a CPU they run under TRITON_INTERPRET=1 (conftest.py), so the vocabularies ar
 two chunks of 4,096 + 5 for the draw's second pass). The noise's hash must equal sampler.race_bits
 bit for bit; the draws equal the references token for token (their E agree to the last bit of a
 log, so only a near-tie could split them, and these seeds have none); the penalties equal
-Sampler._penalize and apply_penalties to 1e-5; the top-k candidates allow exactly the tokens the
+sampler.penalize_rows and apply_penalties to 1e-5; the top-k candidates allow exactly the tokens the
 full sort of filter_probs allows, and draw what the full-vocabulary reference draws."""
 import pytest
 import torch

@@ -16,7 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .checks import check_runnable
+from .checks import check_logits, check_runnable
 
 BLOCK = 4096   # logits per program in pass 1: a 128k vocabulary is 32 programs a row
 
@@ -49,17 +49,12 @@ def argmax_ref(logits: torch.Tensor) -> torch.Tensor:
 
 def argmax(logits: torch.Tensor) -> torch.Tensor:
     """Triton version of `argmax_ref` for (B, V) logits: (B,) int64 token ids."""
-    if logits.dim() != 2 or logits.shape[1] == 0:
-        raise ValueError(f"logits must be (B, V) with V > 0, got shape {tuple(logits.shape)}")
-    if logits.dtype not in (torch.float16, torch.bfloat16, torch.float32):
-        raise ValueError(f"logits dtype must be float16, bfloat16 or float32, got {logits.dtype}")
+    logits = check_logits(logits)
     check_runnable("logits", logits, {})
     B, V = logits.shape
     out = torch.empty(B, dtype=torch.long, device=logits.device)
     if B == 0:
         return out
-    if logits.stride(1) != 1:
-        logits = logits.contiguous()
     num_chunks = triton.cdiv(V, BLOCK)
     vals = torch.empty(B, num_chunks, dtype=torch.float32, device=logits.device)
     idx = torch.empty(B, num_chunks, dtype=torch.int32, device=logits.device)

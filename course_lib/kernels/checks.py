@@ -23,3 +23,13 @@ def check_runnable(name: str, x: torch.Tensor, others: dict, bf16_why: str = BF1
                          f"before course_lib.kernels is imported")
     if x.device.type != "cuda" and x.dtype == torch.bfloat16:
         raise ValueError(f"{name} is bfloat16 on the CPU: {bf16_why}; use float16 or float32 there")
+
+
+def check_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Raise ValueError unless ``logits`` is (B, V), V > 0, float16/bfloat16/float32; return it with
+    unit column stride (the kernels step along a row by 1)."""
+    if logits.dim() != 2 or logits.shape[1] == 0:
+        raise ValueError(f"logits must be (B, V) with V > 0, got shape {tuple(logits.shape)}")
+    if logits.dtype not in (torch.float16, torch.bfloat16, torch.float32):
+        raise ValueError(f"logits dtype must be float16, bfloat16 or float32, got {logits.dtype}")
+    return logits if logits.stride(1) == 1 else logits.contiguous()

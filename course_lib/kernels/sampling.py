@@ -49,8 +49,9 @@ import triton.language as tl
 from triton.language.extra.cuda import libdevice as cuda_libdevice
 
 from ..layers.sampler import MAX_CANDIDATES, race_noise   # pure torch: the CPU path imports no Triton
+from ..layers.sampler import penalize_rows as penalize_ref   # noqa: F401  (the kernel's reference)
 from .argmax import BLOCK, _argmax_chunks_kernel, _argmax_rows_kernel
-from .checks import check_runnable
+from .checks import check_logits, check_runnable
 
 PENALTY_BLOCK = 2048   # logits per program of the penalties kernel
 # MAX_CANDIDATES (1,024): the candidates kernel holds a row's k_max values in one program
@@ -188,18 +189,13 @@ def draw(logits: torch.Tensor, seeds: torch.Tensor, positions: torch.Tensor, row
     int64 halves (seed_halves), ``positions`` (N,) int, ``temperature`` (N,) float32 (0 = greedy;
     None = 1), ``min_p`` (N,) float32 or None (no min-p pass). The 1-D tables may be strided
     columns of a wider table. ``log_input``: ``logits`` holds filtered probabilities; draw from them."""
-    if logits.dim() != 2 or logits.shape[1] == 0:
-        raise ValueError(f"logits must be (B, V) with V > 0, got shape {tuple(logits.shape)}")
-    if logits.dtype not in (torch.float16, torch.bfloat16, torch.float32):
-        raise ValueError(f"logits dtype must be float16, bfloat16 or float32, got {logits.dtype}")
+    logits = check_logits(logits)
     check_runnable("logits", logits, dict(seeds=seeds, positions=positions, rows=rows,
                                           temperature=temperature, min_p=min_p))
     B, V = logits.shape
     out = torch.empty(B, dtype=torch.long, device=logits.device)
     if B == 0:
         return out
-    if logits.stride(1) != 1:
-        logits = logits.contiguous()
     rows = torch.arange(B, device=logits.device) if rows is None else rows
     if seeds.dim() != 2 or seeds.shape[1] != 2 or seeds.stride(1) != 1 or seeds.dtype != torch.long:
         raise ValueError(f"seeds must be (N, 2) int64 (low, high halves), got {tuple(seeds.shape)} {seeds.dtype}")
@@ -328,21 +324,6 @@ def _penalize_kernel(x_ptr, stride_x, out_ptr, rows_ptr, V, counts_ptr, mask_ptr
     tl.store(out_ptr + b * V + cols, x, mask=ok)
 
 
-def penalize_ref(logits, rows, counts=None, prompt_mask=None, repetition=None, frequency=None, presence=None,
-                 num_generated=None, min_tokens=None, stop_ids=None):
-    """Torch reference of `penalize` (Sampler._process's torch path, with the tables indexed here)."""
-    x = logits.float()
-    if stop_ids is not None:
-        active = (num_generated[rows] < min_tokens[rows])[:, None]
-        ids = stop_ids[rows]
-        x = x.scatter(1, ids, torch.where(active, float("-inf"), x.gather(1, ids)))
-    if counts is not None:
-        c, rep = counts[rows], repetition[rows, None]
-        x = torch.where((c > 0) | prompt_mask[rows], torch.where(x > 0, x / rep, x * rep), x)
-        x = x - frequency[rows, None] * c - presence[rows, None] * (c > 0)
-    return x
-
-
 def penalize(logits: torch.Tensor, rows: torch.Tensor, counts=None, prompt_mask=None, repetition=None,
              frequency=None, presence=None, num_generated=None, min_tokens=None, stop_ids=None) -> torch.Tensor:
     """min_tokens masks and penalties of ``logits`` (B, V) in one pass: (B, V) float32.
@@ -350,17 +331,13 @@ def penalize(logits: torch.Tensor, rows: torch.Tensor, counts=None, prompt_mask=
     Tables of N entries indexed by ``rows`` (B,): ``counts`` (N, V) int32 and ``prompt_mask`` (N, V)
     bool with ``repetition``/``frequency``/``presence`` (N,) float32 columns of one table (counts None:
     no penalties); ``num_generated`` (N,), ``min_tokens`` (N,) int64 and ``stop_ids`` (N, S) int64
-    (stop_ids None: no min_tokens). The formulas are Sampler._penalize's."""
-    if logits.dim() != 2 or logits.dtype not in (torch.float16, torch.bfloat16, torch.float32):
-        raise ValueError(f"logits must be (B, V) float16/bfloat16/float32, got {tuple(logits.shape)} "
-                         f"{logits.dtype}")
+    (stop_ids None: no min_tokens). The formulas are ``layers.sampler.penalize_rows``'s."""
+    logits = check_logits(logits)
     check_runnable("logits", logits, dict(rows=rows, counts=counts, prompt_mask=prompt_mask, stop_ids=stop_ids))
     B, V = logits.shape
     out = torch.empty(B, V, dtype=torch.float32, device=logits.device)
     if B == 0:
         return out
-    if logits.stride(1) != 1:
-        logits = logits.contiguous()
     has_pen, has_stops = counts is not None, stop_ids is not None
     if has_pen and not (counts.stride(1) == 1 and prompt_mask.stride() == counts.stride()
                         and repetition.stride(0) == frequency.stride(0) == presence.stride(0)):

@@ -219,6 +219,28 @@ def sample(logits: torch.Tensor, params: list[SamplingParams], seeds: list[int |
     return tokens, logits.float().log_softmax(dim=-1).gather(-1, tokens[:, None])[:, 0]
 
 
+def penalize_rows(logits: torch.Tensor, rows: torch.Tensor, counts=None, prompt_mask=None, repetition=None,
+                  frequency=None, presence=None, num_generated=None, min_tokens=None, stop_ids=None
+                  ) -> torch.Tensor:
+    """min_tokens masks, then penalties, of ``logits`` (B, V) from per-sequence tables indexed by
+    ``rows`` (B,): (B, V) float32. The Sampler's torch path, and the reference of the Triton
+    ``kernels.sampling.penalize`` (same arguments). ``counts`` (N, V) int32 and ``prompt_mask``
+    (N, V) bool with ``repetition``/``frequency``/``presence`` (N,) (counts None: no penalties);
+    ``num_generated``, ``min_tokens`` (N,) and ``stop_ids`` (N, S) (stop_ids None: no min_tokens).
+    Repetition divides a positive logit and multiplies a negative one for every token of the prompt or
+    the output; frequency and presence subtract count x penalty and (count > 0) x penalty (OpenAI's)."""
+    x = logits.float()
+    if stop_ids is not None:
+        active = (num_generated[rows] < min_tokens[rows])[:, None]
+        ids = stop_ids[rows]
+        x = x.scatter(1, ids, torch.where(active, NEG_INF, x.gather(1, ids)))
+    if counts is not None:
+        c, rep = counts[rows], repetition[rows, None]
+        x = torch.where((c > 0) | prompt_mask[rows], torch.where(x > 0, x / rep, x * rep), x)
+        x = x - frequency[rows, None] * c - presence[rows, None] * (c > 0)
+    return x
+
+
 def kernels_usable(device: torch.device) -> bool:
     """The Sampler's default: Triton kernels on a CUDA device Triton supports, torch elsewhere."""
     return (device.type == "cuda" and importlib.util.find_spec("triton") is not None
@@ -470,30 +492,15 @@ class Sampler:
         return self._process(logits, self._step_rows(seq_ids))
 
     def _process(self, logits: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        if self.kernels and (self.any_min_tokens or self.any_penalty):   # one pass over (B, V)
-            f = self.floats
-            pen = dict(counts=self.counts, prompt_mask=self.prompt_mask, repetition=f[:, REPETITION],
-                       frequency=f[:, FREQUENCY], presence=f[:, PRESENCE]) if self.any_penalty else {}
-            stops = dict(num_generated=self.num_generated, min_tokens=self.ints[:, 1],
-                         stop_ids=self.stop_ids) if self.any_min_tokens else {}
-            return self._k.penalize(logits, rows, **pen, **stops)
-        x = logits
-        if self.any_min_tokens:
-            active = self.num_generated[rows] < self.ints[rows, 1]                  # (B,)
-            ids = self.stop_ids[rows]                                               # (B, S)
-            x = x.float()
-            x = x.scatter(1, ids, torch.where(active[:, None], NEG_INF, x.gather(1, ids)))
-        if self.any_penalty:
-            x = self._penalize(x.float(), rows)
-        return x
-
-    def _penalize(self, x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        f = self.floats[rows]
-        counts = self.counts[rows]                                                  # (B, V)
-        rep = f[:, REPETITION, None]
-        seen = (counts > 0) | self.prompt_mask[rows]
-        x = torch.where(seen, torch.where(x > 0, x / rep, x * rep), x)
-        return x - f[:, FREQUENCY, None] * counts - f[:, PRESENCE, None] * (counts > 0)
+        if not (self.any_min_tokens or self.any_penalty):
+            return logits
+        f = self.floats
+        pen = dict(counts=self.counts, prompt_mask=self.prompt_mask, repetition=f[:, REPETITION],
+                   frequency=f[:, FREQUENCY], presence=f[:, PRESENCE]) if self.any_penalty else {}
+        stops = dict(num_generated=self.num_generated, min_tokens=self.ints[:, 1],
+                     stop_ids=self.stop_ids) if self.any_min_tokens else {}
+        penalize = self._k.penalize if self.kernels else penalize_rows     # the kernel: one (B, V) pass
+        return penalize(logits, rows, **pen, **stops)
 
     def _record(self, rows: torch.Tensor, tokens: torch.Tensor) -> None:
         """Device-side history for the next steps: one more token per row (the noise's position),
