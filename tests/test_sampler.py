@@ -16,7 +16,7 @@ from course_lib.layers.sampler import (Sampler, apply_filters, apply_penalties, 
 V = 64
 EOS = [3]
 pytestmark = pytest.mark.filterwarnings("ignore:divide by zero encountered in log")   # the interpreter's log(0)
-# The batched sampler's device paths (counts updated with index_put_, the parameter tables, the
+# The batched sampler's device paths (counts updated by a scatter-add, the parameter tables, the
 # noise's positions) run on every device here: on a GPU machine, CUDA too. "cpu-kernels" is the CPU
 # with the Triton kernels in the interpreter (slow: the vocabulary here is small).
 CUDA = torch.cuda.is_available()

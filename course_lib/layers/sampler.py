@@ -477,7 +477,7 @@ class Sampler:
                                  self.ints[rows, 0], fr[:, TOP_P], fr[:, MIN_P], True, self.any_min_p)
             drawn = k.draw(probs, self.seeds, pos, rows, log_input=True)
             return torch.where(greedy, self._argmax(x), drawn) if self.any_greedy else drawn
-        values, ids = x.topk(self.k_max, dim=-1)                                    # (B, k_max)
+        values, ids = k.top_candidates(x, self.k_max)                               # (B, k_max)
         drawn = k.draw_candidates(values, ids, self.seeds, pos, rows, f[:, TEMP], self.ints[:, 0],
                                   f[:, TOP_P] if self.any_top_p else None, min_p)
         if self.any_plain:                    # rows without top-k draw over the whole vocabulary
@@ -507,5 +507,5 @@ class Sampler:
         and its count."""
         ones = self._ones if len(self._ones) == len(rows) else torch.ones_like(rows, dtype=torch.int32)
         self.num_generated.index_add_(0, rows, ones)
-        if self.counts is not None:
-            self.counts.index_put_((rows, tokens), ones, accumulate=True)
+        if self.counts is not None:          # a 1-D scatter-add: index_put_(accumulate=True) sorts first
+            self.counts.view(-1).index_add_(0, rows * self.vocab_size + tokens, ones)

@@ -17,7 +17,10 @@ work), no seeds. Settings, each the same for every row of the batch:
 A point is the median wall time of ``--repeats`` synchronous calls (device synchronised before and
 after each, so host work and launches count: the engine's sampler runs outside the CUDA graphs),
 after three untimed calls. ``loop`` rows time the reference (`apply_penalties` + `sample`, one
-request at a time) on the top-p+penalties setting. Issue 12's targets at batch 256 over Llama 3's
+request at a time) on the top-p+penalties setting. ``stage`` rows time two pieces of a step alone,
+each next to what it replaced: the top-50 candidates (``torch.topk`` on whole rows against
+``kernels.sampling.top_candidates``) and the token counts' update (``index_put_`` with accumulate
+against the flat ``index_add_`` the Sampler uses). Issue 12's targets at batch 256 over Llama 3's
 128,256-token vocabulary on a GPU: greedy or temperature-only under 0.1 ms, filters with penalties
 under 0.5 ms.
 """
@@ -76,6 +79,23 @@ def loop_step(logits, prompts, outputs, sampler, params):
     return tokens
 
 
+def stage_steps(vocab: int) -> dict:
+    """The stages timed alone: name -> step(logits, prompts, outputs, sampler)."""
+    from ...kernels.sampling import top_candidates
+
+    def index_put(logits, prompts, outputs, sampler):
+        rows = torch.arange(len(logits), device=logits.device)
+        counts = sampler.counts
+        counts.index_put_((rows, rows % vocab), torch.ones_like(rows, dtype=torch.int32), accumulate=True)
+
+    def index_add(logits, prompts, outputs, sampler):
+        rows = torch.arange(len(logits), device=logits.device)
+        sampler.counts.view(-1).index_add_(0, rows * vocab + rows % vocab, torch.ones_like(rows, dtype=torch.int32))
+    return {"top-50: torch.topk": lambda x, *_: x.topk(50, dim=-1),
+            "top-50: top_candidates": lambda x, *_: top_candidates(x, 50),
+            "counts: index_put_": index_put, "counts: index_add_": index_add}
+
+
 def time_point(step, state, device, repeats: int, warmup: int = 3) -> dict:
     for _ in range(warmup):
         step(*state)
@@ -93,21 +113,24 @@ def run(vocab: int, batches, repeats: int, device, loop_batches=None, log=print)
     cases = settings()
     loop_batches = batches if loop_batches is None else loop_batches
     rows = []
-    todo = [(name, B) for B in batches for name in cases] + [("loop", B) for B in loop_batches]
+    stages = stage_steps(vocab) if device.type == "cuda" else {}    # the Triton path's pieces
+    todo = ([(name, B) for B in batches for name in cases] + [("loop", B) for B in loop_batches]
+            + [(name, B) for B in batches for name in stages])
     bar = progress(len(todo), "sampler points", unit="point")
     for name, B in todo:
-        params = cases["top-p+penalties" if name == "loop" else name]
+        params = cases["filters+penalties" if name in stages else "top-p+penalties" if name == "loop" else name]
         state = make_state(B, vocab, params, device)
-        step = (lambda *s: loop_step(*s, params)) if name == "loop" else batched_step
-        row = dict(impl="per-request loop" if name == "loop" else "batched Sampler",
-                   setting="top-p+penalties" if name == "loop" else name, batch=B,
+        step = (stages[name] if name in stages else (lambda *s: loop_step(*s, params)) if name == "loop"
+                else batched_step)
+        impl = "stage" if name in stages else "per-request loop" if name == "loop" else "batched Sampler"
+        row = dict(impl=impl, setting="top-p+penalties" if name == "loop" else name, batch=B,
                    **time_point(step, state, device, repeats if name != "loop" or B <= 64 else max(3, repeats // 4)))
         rows.append(row)
         bar.update()
         del state
     bar.close()
     for r in rows:
-        log(f"{r['impl']:>16} {r['setting']:>17} batch {r['batch']:>3}: {r['ms']:8.3f} ms "
+        log(f"{r['impl']:>16} {r['setting']:>22} batch {r['batch']:>3}: {r['ms']:8.3f} ms "
             f"(min {r['ms_min']:.3f}, max {r['ms_max']:.3f})")
     return dict(vocab=vocab, batches=list(batches), repeats=repeats,
                 inputs="32-token prompts, one more output token per step, logits 3*randn(B, V), no seeds",
