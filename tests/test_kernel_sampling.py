@@ -136,20 +136,6 @@ def candidate_inputs(seed=0, dtype=torch.float32):
         col("top_p"), col("min_p")
 
 
-@pytest.mark.parametrize("V,chunk,k_best", [(1000, 64, 1), (1000, 64, 17), (1000, 64, 64), (1024, 128, 50),
-                                            (300, 64, 100), (100, 64, 5)])
-def test_top_candidates_equal_one_topk(V, chunk, k_best):
-    """Two-stage top-k == one torch.topk, values and ids (no ties in randn), with the row's best
-    planted in the first chunk, the last full chunk and the tail that no full chunk covers."""
-    x = randn(6, V, seed=V + k_best)
-    for row, at in enumerate([0, (V // chunk) * chunk - 1, V - 1]):
-        x[row, at] = 100.0
-    got_v, got_i = k.top_candidates(x, k_best, chunk=chunk)
-    want_v, want_i = x.topk(k_best, dim=-1)
-    assert torch.equal(got_v, want_v) and torch.equal(got_i, want_i)
-    assert torch.equal(x.gather(1, got_i), got_v)
-
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_candidates_allow_exactly_what_the_sort_path_allows(dtype):
     x, params, temperature, top_k, top_p, min_p = candidate_inputs(dtype=dtype)

@@ -15,9 +15,9 @@ Temperature 0 rows score the plain logit (no noise): the result is torch's argma
 space, keeps logit / T >= max / T + log(min_p); it needs the row max first, one more pass (the
 chunk maxima of argmax.py's pass 1, read back by pass 1 here).
 
-**Top-k without a sort.** For rows with top-k (k <= 1,024), ``top_candidates`` (torch.topk on
-chunks of the row, then on the survivors) gives the k_max best logits (k_max = the largest top_k of
-the live rows), sorted; one program per row then applies its top-k, top-p (mass measured on what top-k kept, dropped once the better tokens hold >= top_p, as
+**Top-k without a sort.** For rows with top-k (k <= 1,024), ``torch.topk`` gives the k_max best
+logits (k_max = the largest top_k of the live rows), sorted; one program per row then applies its
+top-k, top-p (mass measured on what top-k kept, dropped once the better tokens hold >= top_p, as
 ``filter_probs``) and min-p to those k_max values, and draws among them with the noise of their
 token ids: the token the full-vocabulary reference draws with the same noise. Rows with top-p but no
 top-k still sort the whole vocabulary (the Sampler's "sort" path), then draw here from the filtered
@@ -32,7 +32,7 @@ needs about ten (B, V) operators and a gather copy of the counts.
     temperature only     1 read of the logits
     + min-p              2 reads
     + penalties          + 1 read of the logits, the counts and the mask, 1 float32 write
-    top-k (+ top-p)      top_candidates (radix selects: a few reads) + 1 read per path the batch mixes
+    top-k (+ top-p)      torch.topk (a radix select: a few reads) + 1 read per path the batch mixes
                          (rows without top-k: the full draw; greedy rows: argmax); (B, k_max) after
     top-p without top-k  the full sort of filter_probs (tens of passes) + 1 read
 
@@ -246,33 +246,6 @@ def _candidates_kernel(val_ptr, ids_ptr, stride_c, rows_ptr, temp_ptr, top_k_ptr
     score = x + _neg_log_race(_row_key(seed_ptr + r * stride_seed, tl.load(pos_ptr + r)), ids)
     _, at = tl.max(score, axis=0, return_indices=True)
     tl.store(out_ptr + b, tl.load(ids_ptr + b * stride_c + at).to(tl.int64))
-
-
-TOPK_CHUNK = 4096   # top_candidates' first stage: the best k of every TOPK_CHUNK logits of a row
-
-
-def top_candidates(logits: torch.Tensor, k: int, chunk: int | None = TOPK_CHUNK) -> tuple[torch.Tensor, torch.Tensor]:
-    """The best ``k`` logits of each row of ``logits`` (B, V) and their ids, best first, as
-    ``logits.topk(k)`` (which a tie at the k-th value may break differently).
-
-    In two stages: the top k of every ``chunk`` logits, then the top k of those B x (V / chunk x k)
-    survivors. Exact, because each of a row's k best is among the k best of its own chunk. torch.topk
-    selects within a row in one thread block, which walks all 128k values of a Llama-3 row; in chunks
-    each block walks 4,096 and the second stage a few thousand (``bench sampler`` times both).
-    ``chunk`` None, or a row too short for two stages: one torch.topk."""
-    B, V = logits.shape
-    n = V // chunk if chunk else 0
-    if n < 2 or k > chunk:
-        return logits.topk(k, dim=-1)
-    head = logits[:, :n * chunk].view(B, n, chunk)            # a view: no copy of the logits
-    values, ids = head.topk(k, dim=-1)                         # (B, n, k), ids within their chunk
-    ids = ids + torch.arange(0, n * chunk, chunk, device=logits.device)[:, None]
-    values, ids = values.reshape(B, n * k), ids.reshape(B, n * k)
-    if n * chunk < V:                                          # the tail: all of it competes
-        values = torch.cat([values, logits[:, n * chunk:]], dim=1)
-        ids = torch.cat([ids, torch.arange(n * chunk, V, device=logits.device).expand(B, -1)], dim=1)
-    best, at = values.topk(k, dim=-1)
-    return best, ids.gather(1, at)
 
 
 def candidate_logits_ref(values, temperature, top_k, top_p=None, min_p=None):

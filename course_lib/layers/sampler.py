@@ -477,7 +477,7 @@ class Sampler:
                                  self.ints[rows, 0], fr[:, TOP_P], fr[:, MIN_P], True, self.any_min_p)
             drawn = k.draw(probs, self.seeds, pos, rows, log_input=True)
             return torch.where(greedy, self._argmax(x), drawn) if self.any_greedy else drawn
-        values, ids = k.top_candidates(x, self.k_max)                               # (B, k_max)
+        values, ids = x.topk(self.k_max, dim=-1)                                    # (B, k_max)
         drawn = k.draw_candidates(values, ids, self.seeds, pos, rows, f[:, TEMP], self.ints[:, 0],
                                   f[:, TOP_P] if self.any_top_p else None, min_p)
         if self.any_plain:                    # rows without top-k draw over the whole vocabulary

@@ -69,13 +69,17 @@ def _device_from_name(name: str) -> dict:
 
 
 def versions() -> dict:
-    """python, torch, transformers, triton (None when missing) and the checkout's short commit."""
+    """python, torch, transformers, triton (None when missing) and the checkout's short commit
+    (``COURSE_LIB_COMMIT`` in the environment names it for a copy made without its git history)."""
     out = dict(python=platform.python_version(), torch=torch.__version__)
     for pkg in ("transformers", "triton"):
         try:
             out[pkg] = __import__(pkg).__version__
         except ImportError:
             out[pkg] = None
+    if os.environ.get("COURSE_LIB_COMMIT"):      # a copied tree whose .git (if any) is not its own
+        out["course_lib_commit"] = os.environ["COURSE_LIB_COMMIT"]
+        return out
     try:
         out["course_lib_commit"] = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10,

@@ -17,10 +17,9 @@ work), no seeds. Settings, each the same for every row of the batch:
 A point is the median wall time of ``--repeats`` synchronous calls (device synchronised before and
 after each, so host work and launches count: the engine's sampler runs outside the CUDA graphs),
 after three untimed calls. ``loop`` rows time the reference (`apply_penalties` + `sample`, one
-request at a time) on the top-p+penalties setting. ``stage`` rows time two pieces of a step alone,
-each next to what it replaced: the top-50 candidates (``torch.topk`` on whole rows against
-``kernels.sampling.top_candidates``) and the token counts' update (``index_put_`` with accumulate
-against the flat ``index_add_`` the Sampler uses). Issue 12's targets at batch 256 over Llama 3's
+request at a time) on the top-p+penalties setting. ``stage`` rows (on CUDA) time pieces of a step
+alone: the top-50 candidates (``torch.topk``) and the token counts' update, ``index_put_`` with
+accumulate (it sorts its indices) against the flat ``index_add_`` the Sampler uses. Issue 12's targets at batch 256 over Llama 3's
 128,256-token vocabulary on a GPU: greedy or temperature-only under 0.1 ms, filters with penalties
 under 0.5 ms.
 """
@@ -81,8 +80,6 @@ def loop_step(logits, prompts, outputs, sampler, params):
 
 def stage_steps(vocab: int) -> dict:
     """The stages timed alone: name -> step(logits, prompts, outputs, sampler)."""
-    from ...kernels.sampling import top_candidates
-
     def index_put(logits, prompts, outputs, sampler):
         rows = torch.arange(len(logits), device=logits.device)
         counts = sampler.counts
@@ -92,7 +89,6 @@ def stage_steps(vocab: int) -> dict:
         rows = torch.arange(len(logits), device=logits.device)
         sampler.counts.view(-1).index_add_(0, rows * vocab + rows % vocab, torch.ones_like(rows, dtype=torch.int32))
     return {"top-50: torch.topk": lambda x, *_: x.topk(50, dim=-1),
-            "top-50: top_candidates": lambda x, *_: top_candidates(x, 50),
             "counts: index_put_": index_put, "counts: index_add_": index_add}
 
 
