@@ -18,9 +18,10 @@ EOS = [3]
 pytestmark = pytest.mark.filterwarnings("ignore:divide by zero encountered in log")   # the interpreter's log(0)
 # The batched sampler's device paths (counts updated by a scatter-add, the parameter tables, the
 # noise's positions) run on every device here: on a GPU machine, CUDA too. "cpu-kernels" is the CPU
-# with the Triton kernels in the interpreter (slow: the vocabulary here is small).
+# with the Triton kernels in the interpreter (slow: the vocabulary here is small), on a machine
+# without CUDA (conftest.py sets TRITON_INTERPRET only there; with CUDA the kernels run for real).
 CUDA = torch.cuda.is_available()
-DEVICES = ["cpu", "cpu-kernels"] + (["cuda"] if CUDA else [])
+DEVICES = ["cpu"] + (["cuda"] if CUDA else ["cpu-kernels"])   # the interpreter only where CUDA is absent
 
 
 def placed(device: str) -> tuple[str, bool]:

@@ -346,19 +346,21 @@ class Sampler:
         stops = self._stop_ids(params)
         top_k = self.vocab_size if params.top_k == -1 else min(params.top_k, self.vocab_size)
         self._ints[row] = (top_k, params.min_tokens if stops else 0)
-        self.num_generated[row] = len(output_ids)
+        # fill_/zero_/index_fill_ with host scalars: launches. ``t[row] = x`` copies x from pageable
+        # memory, which makes the host wait for the step in flight (the H200 run's sync debug mode)
+        self.num_generated[row].fill_(len(output_ids))
         if params.has_penalties:
             if self.counts is None:
                 self.counts = torch.zeros(self.capacity, self.vocab_size, dtype=torch.int32, device=self.device)
                 self.prompt_mask = torch.zeros(self.capacity, self.vocab_size, dtype=torch.bool,
                                                device=self.device)
-            self.counts[row] = 0
+            self.counts[row].zero_()
             if output_ids:
                 self.counts[row].index_add_(0, to_device(list(output_ids), self.device, torch.long),
                                             torch.ones(len(output_ids), dtype=torch.int32, device=self.device))
-            self.prompt_mask[row] = False
+            self.prompt_mask[row].zero_()
             if params.repetition_penalty != 1 and prompt_ids:
-                self.prompt_mask[row, to_device(prompt_ids, self.device, torch.long)] = True
+                self.prompt_mask[row].index_fill_(0, to_device(prompt_ids, self.device, torch.long), True)
         if params.min_tokens and stops:
             width = max(len(stops), 0 if self.stop_ids is None else self.stop_ids.shape[1])
             if self.stop_ids is None or self.stop_ids.shape[1] < width:
