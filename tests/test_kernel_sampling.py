@@ -107,10 +107,11 @@ def test_draw_from_filtered_probabilities():
     """The sort path: probabilities from filter_probs, drawn with log_input (0 never wins)."""
     x = randn(3, 3000, seed=3)
     seeds, positions, _, _ = tables(3)
-    probs = filter_probs(x / 0.8, torch.tensor([50, 3000, 7]), torch.tensor([0.9, 0.5, 1.0]), torch.zeros(3))
+    probs = filter_probs(x / 0.8, torch.tensor([50, 3000, 7], device=DEVICE), torch.tensor([0.9, 0.5, 1.0], device=DEVICE),
+                         torch.zeros(3, device=DEVICE))
     got = k.draw(probs, seeds, positions, log_input=True)
     assert torch.equal(got, k.draw_ref(probs, seeds, positions, log_input=True))
-    assert torch.equal(got, (probs / race_noise(seeds, positions, torch.arange(3000))).argmax(-1))
+    assert torch.equal(got, (probs / race_noise(seeds, positions, torch.arange(3000, device=DEVICE))).argmax(-1))
     assert (probs.gather(1, got[:, None]) > 0).all()
 
 

@@ -186,7 +186,7 @@ def test_the_draw_path_follows_the_live_rows(rows, path):
     assert s.draw_path == path
 
 
-@pytest.mark.parametrize("device", ["cpu", "cpu-kernels"])
+@pytest.mark.parametrize("device", DEVICES)
 def test_a_seeded_request_samples_the_same_alone_or_in_a_batch(device):
     """Sequence 3 is seeded; the others change order and number every step (some with penalties,
     some greedy). Its tokens equal those it draws alone."""
@@ -225,7 +225,7 @@ def test_unseeded_rows_differ_and_a_sampler_seed_reproduces_them():
     assert len(set(first)) > 4, "unseeded rows must not share their noise"
 
 
-@pytest.mark.parametrize("device", ["cpu", "cpu-kernels"])
+@pytest.mark.parametrize("device", DEVICES)
 def test_a_sequence_added_back_continues_where_it_was(device):
     """Preemption's contract at the sampler: a sequence that loses its row and is added back with
     its outputs so far draws the tokens it would have drawn (same position, same counts)."""
