@@ -201,10 +201,10 @@ def test_a_seeded_request_samples_the_same_alone_or_in_a_batch(device):
         crowd.add(i, p if i == 3 else others[i % 3], [1], p.seed if i == 3 else None)
     mine, ref = [], []
     for t in range(8):
-        ours = logits_for(1, 70 + t)
+        ours = logits_for(1, 70 + t, dev)
         ref += alone(ours, [3]).tokens.tolist()
         order = [5, 3, 0] if t % 2 else [1, 2, 4, 3, 0]
-        batch = logits_for(len(order), 90 + t)
+        batch = logits_for(len(order), 90 + t, dev)
         batch[order.index(3)] = ours[0]
         mine.append(crowd(batch, order).tokens.tolist()[order.index(3)])
     assert mine == ref
@@ -237,7 +237,7 @@ def test_a_sequence_added_back_continues_where_it_was(device):
     moved.add(0, p, [1, 2], p.seed)
     want, got = [], []
     for t in range(8):
-        logits = logits_for(1, 20 + t)
+        logits = logits_for(1, 20 + t, dev)
         if t == 4:                                # preempted and re-added, with another row's seed between
             moved.remove(0)
             moved.add(9, SamplingParams(temperature=0.5), [3])
