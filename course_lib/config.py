@@ -384,6 +384,10 @@ class EngineConfig:
     watermark: float = 0.01           # fraction of blocks kept free when admitting, for decodes
     attention_backend: str = "auto"
     cuda_graphs: bool = True          # replay captured decode steps on CUDA (no effect on CPU)
+    # The most tokens a captured mixed step (decodes + prompt chunks) holds; larger steps run
+    # eagerly (vLLM's max_cudagraph_capture_size, whose default is also 512). Token buckets are
+    # 16, 32, ..., 512, then 768, 1024, 1536, 2048, ... up to this.
+    max_cudagraph_capture_size: int = 512
     # Launch step t+1 before reading step t's tokens back, so the host's scheduling overlaps the GPU's
     # work (Day 14). None: on for CUDA, off on CPU (where nothing runs asynchronously anyway).
     async_scheduling: bool | None = None
@@ -407,6 +411,8 @@ class EngineConfig:
               "a fraction in [0, 1)")
         check(self.attention_backend in ATTENTION_BACKENDS, "attention_backend",
               self.attention_backend, f"one of {ATTENTION_BACKENDS}")
+        check(is_int(self.max_cudagraph_capture_size) and self.max_cudagraph_capture_size >= 16,
+              "max_cudagraph_capture_size", self.max_cudagraph_capture_size, "an integer >= 16")
         for name in ("enable_chunked_prefill", "cuda_graphs"):
             check(type(getattr(self, name)) is bool, name, getattr(self, name), "True or False")
         check(self.async_scheduling is None or type(self.async_scheduling) is bool, "async_scheduling",

@@ -96,6 +96,7 @@ def test_automatic_request_ids_never_collide_with_chosen_ones(llm, clean):
     (dict(max_model_len=10**6), ValueError, "max_model_len"),
     (dict(preemption_mode="drop"), ValueError, "preemption_mode"),
     (dict(enable_chunked_prefill="yes"), ValueError, "enable_chunked_prefill"),
+    (dict(max_cudagraph_capture_size=8), ValueError, "max_cudagraph_capture_size"),
     (dict(max_num_batched_token=8), TypeError, "max_num_batched_token"),        # a typo is named
 ])
 def test_bad_constructor_arguments_name_the_field(llm, kwargs, error, field):

@@ -171,6 +171,7 @@ def test_old_spellings_still_parse(argv, benchmark):
     (["bench", "sampler", "--vocab", "1"], "--vocab must be an integer >= 2"),
     (["bench", "notebooks", "--only", "99"], "--only must name days from"),
     (["bench", "--workload", "nanovllm-cpu", "--cap", "8"], "--cap applies to the anyscale workloads only"),
+    (["bench", "--max-cudagraph-capture-size", "8"], "--max-cudagraph-capture-size must be an integer >= 16"),
 ])
 def test_bad_flags_exit_2_naming_the_flag(argv, message, capsys):
     assert main(argv) == 2

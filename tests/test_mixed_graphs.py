@@ -98,6 +98,23 @@ def test_one_graph_set_serves_steps_of_every_shape_in_any_order(model):
         torch.testing.assert_close(padded, eager, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("max_batch, max_tokens", [(40, 512), (300, 2048), (5, 100)])
+def test_keys_are_exactly_the_buckets_steps_can_reach(model, max_batch, max_tokens):
+    """capture_all captures keys(): every bucket a step of num_seqs <= max_batch sequences and
+    num_tokens in [num_seqs, max_tokens] can land in, and no other (a (257, 16) graph would hold
+    1,000 logits rows no step uses). Token buckets above 512 go up by half powers of two."""
+    cache = PagedKVCache(model.cfg, 64, 4, DEV)
+    graphs = MixedGraphs(model, cache, paged_attention_triton, max_batch=max_batch, max_blocks_per_seq=8,
+                         max_tokens=max_tokens, capture=False)
+    reached = {graphs.bucket(n, t) for n in range(1, max_batch + 1) for t in range(n, max_tokens + 1)}
+    assert None not in reached and reached == set(graphs.keys())
+    assert graphs.bucket(3, max_tokens + 1) is None            # past the largest bucket: eager
+    assert graphs.token_buckets[-1] == max_tokens
+    if max_tokens == 2048:
+        assert graphs.token_buckets[5:] == [512, 768, 1024, 1536, 2048]
+        assert graphs.bucket(64, 64 + 512) == (65 if 65 in graphs.seq_buckets else 128, 768)
+
+
 def test_capture_all_captures_every_bucket_on_padding_only(model):
     """The warm-up's capture of every bucket (no capture inside a timed run) runs on an all-padding
     step: every (b > 1, t) bucket once, and no block but the scratch block is written. On a CPU the

@@ -24,6 +24,18 @@ from .inputs import StepInputs, TokenFix, fill_rows
 _LONGS = ("ids", "positions", "slots", "fix_rows", "fix_src")
 
 
+def token_buckets(max_tokens: int) -> list[int]:
+    """Mixed-step token buckets up to ``max_tokens``: powers of two from 16 to 512, then steps of
+    half a power (768, 1024, 1536, 2048, ...): past 512 a step is compute-heavy enough that padding
+    it to the next power of two would cost more than the launches saved. ``max_tokens`` itself is the
+    last bucket."""
+    out, t = [], 16
+    while t < max_tokens:
+        out.append(t)
+        t = 2 * t if t < 512 else (t * 3 // 2 if t & (t - 1) == 0 else t * 4 // 3)
+    return out + [max_tokens]
+
+
 def buckets_for(max_batch: int) -> list[int]:
     out, b = [], 1
     while b < max_batch:
@@ -137,7 +149,11 @@ class MixedGraphs:
 
     The attention kernel is captured with max_query_len = t: its grid has tiles for t queries per
     sequence, and tiles past a sequence's own q_len return at once (kernels/paged_attention.py).
-    Steps with more than ``max_tokens`` tokens run eagerly: there the launches are a small share.
+    Steps with more than ``max_tokens`` tokens run eagerly: there the launches are a smaller share
+    (EngineConfig.max_cudagraph_capture_size, default 512). Where that share still matters: on an
+    H200, llama-3.2-1b, an eager step costs ~9 ms of host time whatever its size, and 64 decodes plus
+    one 512-token prompt chunk (576 tokens) already runs eagerly; the Anyscale study at 64 slots
+    (data/results/README.md) has 119 such steps against static batching's pure decodes.
     """
 
     def __init__(self, model: LlamaModel, cache: PagedKVCache, attention_fn, max_batch: int,
@@ -147,7 +163,7 @@ class MixedGraphs:
         self.model, self.cache, self.attention_fn = model, cache, attention_fn
         self.max_tokens = max_tokens
         self.seq_buckets = buckets_for(max_batch + 1)            # + 1: the padding sequence
-        self.token_buckets = [t for t in (16, 32, 64, 128, 256, 512) if t <= max_tokens]
+        self.token_buckets = token_buckets(max_tokens)
         B, T = self.seq_buckets[-1], self.token_buckets[-1]
         self.scratch_slot = cache.scratch_block * cache.block_size
         self.ids = torch.zeros(T, dtype=torch.long, device=dev)
@@ -190,7 +206,9 @@ class MixedGraphs:
     def keys(self) -> list[tuple[int, int]]:
         """Every (sequence bucket, token bucket) a step can use (b = 1 holds only the padding
         sequence: no step uses it)."""
-        return [(b, t) for b in self.seq_buckets if b > 1 for t in self.token_buckets]
+        # b is the bucket of num_seqs + 1 >= b_prev + 1 sequences, and each holds a token: t >= b_prev
+        prev = dict(zip(self.seq_buckets[1:], self.seq_buckets))
+        return [(b, t) for b in self.seq_buckets if b > 1 for t in self.token_buckets if t >= prev[b]]
 
     @torch.inference_mode()
     def capture_all(self) -> int:
@@ -198,8 +216,9 @@ class MixedGraphs:
         scratch block: no real sequence's K/V is touched); returns how many were new. A warm-up calls
         it with the engine idle, so that no capture (a warm-up pass and a capture, tens of ms each on
         a GPU) happens inside a measurement: steps of a new shape come at the start of each run of a
-        rate sweep, and the lowest rate's queueing delay would carry them. 257 slots: 10 sequence x 6
-        token buckets, about 1.2 GB of bf16 logits buffers at a 128k vocabulary."""
+        rate sweep, and the lowest rate's queueing delay would carry them. 257 slots: the 44 buckets
+        a step can reach up to 512 tokens hold about 0.64 GB of bf16 logits buffers at a 128k
+        vocabulary (80 buckets, 1.4 GB, with max_cudagraph_capture_size=2048)."""
         if not self.capture:
             return 0
         new = [key for key in self.keys() if key not in self.graphs]

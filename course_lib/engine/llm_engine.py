@@ -95,7 +95,9 @@ class LLMEngine:
         self.eos_token_ids = set(eos)
         self.scheduler = Scheduler(self.cfg, self.kv_manager, self.max_model_len, eos)
         self.runner = ModelRunner(model, self.cache, self.cfg.attention_backend, self.cfg.cuda_graphs,
-                                  self.cfg.max_num_seqs, self.max_model_len, eos)
+                                  self.cfg.max_num_seqs, self.max_model_len, eos,
+                                  # no step holds more than the token budget: no bucket past it
+                                  min(self.cfg.max_cudagraph_capture_size, self.cfg.max_num_batched_tokens))
         self.requests: dict[str, Request] = {}
         self.step_log = StepLog(self.cfg.step_log_size)
         self.async_scheduling = (model.device.type == "cuda" if self.cfg.async_scheduling is None

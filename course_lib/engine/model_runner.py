@@ -48,7 +48,7 @@ def attention_functions(backend: str, device: torch.device):
 class ModelRunner:
     def __init__(self, model: LlamaModel, cache: PagedKVCache, backend: str = "auto",
                  cuda_graphs: bool = False, max_batch: int = 1, max_model_len: int = 1,
-                 eos_token_ids=()):
+                 eos_token_ids=(), max_graph_tokens: int = 512):
         self.model, self.cache = model, cache
         self.device = model.device
         self.prefill_fn, self.decode_fn = attention_functions(backend, self.device)
@@ -68,7 +68,8 @@ class ModelRunner:
             try:
                 self.graphs = DecodeGraphs(model, cache, self.decode_fn, max_batch, max_blocks)
                 if self.prefill_fn is not paged_attention_torch:   # the torch path syncs on the host
-                    self.mixed_graphs = MixedGraphs(model, cache, self.prefill_fn, max_batch, max_blocks)
+                    self.mixed_graphs = MixedGraphs(model, cache, self.prefill_fn, max_batch, max_blocks,
+                                                    max_graph_tokens)
             except Exception as e:   # a failed capture must not take the engine down: run eagerly
                 warnings.warn(f"CUDA graph capture failed, decoding eagerly: {e}")
 

@@ -19,7 +19,7 @@ from .serving import make_llm
 def run_rate_sweep(request_rates, workload: str = "anyscale-cpu", system: str = "continuous",
                    model: str = "smollm2-135m", device=None, dtype=None, random_weights: bool = False,
                    max_num_seqs: int = 16, max_num_batched_tokens: int = 4096, kv_memory_gb=None,
-                   workload_overrides: dict | None = None, arrival: str = "poisson", burstiness: float = 1.0,
+                   max_cudagraph_capture_size: int = 512, workload_overrides: dict | None = None, arrival: str = "poisson", burstiness: float = 1.0,
                    slo_ttft_s: float | None = None, slo_tpot_s: float | None = None, seed: int = 0,
                    json_path=None, log=print, show_progress: bool = True, allow_slow: bool = False) -> dict:
     """Open-loop arrivals at each rate through our engine (perf/loadgen.py's rate_sweep); the report's
@@ -38,13 +38,14 @@ def run_rate_sweep(request_rates, workload: str = "anyscale-cpu", system: str = 
     if ours.device.type == "cpu":
         check_cost(cpu_estimate(ours, wl, [system], {}, max_num_seqs, request_rates), workload, allow_slow, log)
     llm = make_llm(ours, system, wl, max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
-                   kv_memory_gb=kv_memory_gb)
+                   kv_memory_gb=kv_memory_gb, max_cudagraph_capture_size=max_cudagraph_capture_size)
     slo = {k: v for k, v in (("slo_ttft_s", slo_ttft_s), ("slo_tpot_s", slo_tpot_s)) if v is not None}
     figures = rate_sweep(llm, wl, list(request_rates), arrival=arrival, burstiness=burstiness, seed=seed,
                          progress=show_progress, **slo)        # no SLO given: loadgen's defaults
     context = dict(model=model_info(ours.cfg, model, ours.dtype, random_weights),
                    workload=dict(name=wl.name, **wl.params), system=system,
-                   engine=dict(max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens))
+                   engine=dict(max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
+                               max_cudagraph_capture_size=max_cudagraph_capture_size))
     report = make_report("rate_sweep", ours.device, {**context, **figures})
     if json_path:
         write_report(report, json_path)

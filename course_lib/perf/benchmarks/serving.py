@@ -97,7 +97,7 @@ def run_bench(workload: str = "anyscale-cpu", systems=("hf-static", "continuous"
               model: str = "smollm2-135m", device: str | None = None, dtype: str | None = None,
               random_weights: bool = False, max_num_seqs: int = 16, max_num_batched_tokens: int = 4096,
               hf_batch_size: int | None = None, kv_memory_gb: float | None = None,
-              json_path: str | None = None, workload_overrides: dict | None = None,
+              max_cudagraph_capture_size: int = 512, json_path: str | None = None, workload_overrides: dict | None = None,
               hf_num_requests: int | dict | None = None, hf_time_limit_s: float | dict | None = None,
               deadline: float | dict | None = None, rates: dict | None = None, log=print,
               loaded=None, show_progress: bool = True, allow_slow: bool = False, command: str | None = "auto"
@@ -149,7 +149,7 @@ def run_bench(workload: str = "anyscale-cpu", systems=("hf-static", "continuous"
         workload=dict(name=wl.name, **wl.params, prompt_tokens=wl.prompt_tokens,
                       output_tokens=wl.output_tokens),
         engine=dict(max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
-                    hf_batch_size=batch,
+                    max_cudagraph_capture_size=max_cudagraph_capture_size, hf_batch_size=batch,
                     hf_num_requests={s: min(n, len(wl.requests)) for s, n in sample.items() if s in systems},
                     hf_time_limit_s=hf_time_limit_s),
         roofline=dict(**rates, max_num_seqs=max_num_seqs, **full.as_dict()),
@@ -166,7 +166,8 @@ def run_bench(workload: str = "anyscale-cpu", systems=("hf-static", "continuous"
                 res = run_peer(system, hf, sub, batch, _guard(system, t, deadline, hf_time_limit_s), bar)
             else:
                 res = run_engine(ours, sub, system, bar, max_num_seqs=max_num_seqs,
-                                 max_num_batched_tokens=max_num_batched_tokens, kv_memory_gb=kv_memory_gb)
+                                 max_num_batched_tokens=max_num_batched_tokens, kv_memory_gb=kv_memory_gb,
+                                 max_cudagraph_capture_size=max_cudagraph_capture_size)
         except Exception as e:            # one failing peer must not lose the other measurements
             results[system] = dict(error=f"{type(e).__name__}: {e}")
             log(f"{system}: FAILED ({results[system]['error']})")
@@ -262,6 +263,8 @@ def add_engine_arguments(p) -> None:
                    help="build the model's shape with random weights (speed work; nothing downloaded)")
     p.add_argument("--max-num-seqs", type=int, default=16, help="batch slots (GPU runs: 256)")
     p.add_argument("--max-num-batched-tokens", type=int, default=4096)
+    p.add_argument("--max-cudagraph-capture-size", type=int, default=512,
+                   help="largest mixed step (tokens) replayed from a CUDA graph; larger ones run eagerly")
     p.add_argument("--kv-memory-gb", type=float, default=None)
     p.add_argument("--num-requests", type=int, default=None, help="override the workload's count")
     p.add_argument("--cap", type=int, default=None, help="anyscale workloads: output-length cap")
@@ -313,6 +316,8 @@ def check_args(args) -> None:
                        ("--time-budget-s", "seconds"), ("--burstiness", "shape"),
                        ("--slo-ttft-ms", "milliseconds"), ("--slo-tpot-ms", "milliseconds")):
         positive(flag, getattr(args, flag[2:].replace("-", "_")), f"a positive, finite number of {what}", real=True)
+    if not args.max_cudagraph_capture_size >= 16:
+        raise ValueError(f"--max-cudagraph-capture-size must be an integer >= 16, got {args.max_cudagraph_capture_size}")
     if args.cap is not None and not args.workload.startswith("anyscale"):
         raise ValueError(f"--cap applies to the anyscale workloads only, got --workload {args.workload}")
     try:
@@ -352,7 +357,8 @@ def run_cli(args) -> int:
         topic = overrides["name"] = f"{args.workload}-cap{args.cap}"
     common = dict(model=args.model, device=args.device, dtype=args.dtype, random_weights=args.random_weights,
                   max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
-                  kv_memory_gb=args.kv_memory_gb, workload_overrides=overrides, allow_slow=args.allow_slow)
+                  kv_memory_gb=args.kv_memory_gb, workload_overrides=overrides, allow_slow=args.allow_slow,
+                  max_cudagraph_capture_size=args.max_cudagraph_capture_size)
     if args.request_rate:
         ms = lambda v: None if v is None else v / 1e3    # noqa: E731
         dev = _device_for_name(args.device)
