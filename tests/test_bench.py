@@ -154,11 +154,12 @@ def test_hf_static_guard_keeps_whole_batches(tiny_hf, monkeypatch):
 
 
 class FakeResult:
-    def __init__(self, rid, tokens):
+    def __init__(self, rid, tokens, finished=True):
         self.request_id, self.generated_tokens, self.timestamps, self.error = rid, [7] * tokens, [0.0], None
+        self.finished = finished
 
     def is_finished(self):
-        return True
+        return self.finished
 
 
 class FakeManager:                             # transformers' manager, reduced to what run_hf_cb calls
@@ -202,12 +203,17 @@ def test_hf_cb_guard_cancels_what_is_left():
 
 def test_hf_cb_guard_reports_what_finished_as_partial():
     wl = make_workload("nanovllm-cpu", 256, num_requests=3, min_len=4, max_len=12)
-    mgr = FakeManager([FakeResult("2", 5), FakeResult("0", 3)])
+    # streamed: request 0 is seen at 1 token, then finishes; request 1 has 4 tokens when the guard passes
+    mgr = FakeManager([FakeResult("0", 1, finished=False), FakeResult("1", 2, finished=False),
+                       FakeResult("2", 5), FakeResult("1", 4, finished=False), FakeResult("0", 3)])
     res = peers.run_hf_cb(fake_cb_model(mgr), wl, deadline=time.perf_counter() + 0.2)
     assert mgr.cancelled == ["1"] and res.served == [0, 2]
     assert [t.output_tokens for t in res.timings] == [3, 5]
     p = res.figures["partial"]
     assert (p["finished"], p["submitted"]) == (2, 3) and p["guard_s"] == pytest.approx(res.wall_s)
+    assert p["unfinished_tokens"] == 4, "the unfinished request's latest count, the finished ones' dropped"
+    row = serving.system_row(res, 3, 1.0)
+    assert row["output_tokens"] == 3 + 5 + 4 and row["output_tok_per_s"] == pytest.approx(12 / res.wall_s)
     assert 0.15 < res.wall_s < 5, "the run ends at the guard, not when the last request would"
 
 
@@ -239,7 +245,9 @@ def test_hf_cb_cut_by_its_guard_is_a_partial_row_not_a_failure(tiny_hf, tiny_eng
     r = report["results"]["hf-cb"]
     assert "error" not in r, r
     assert r["partial"]["finished"] == r["num_requests"] == 3 and r["partial"]["submitted"] == 4
-    assert r["output_tokens"] == 6 and r["output_tok_per_s"] == pytest.approx(6 / r["wall_time_s"])
+    streamed = r["partial"]["unfinished_tokens"]
+    assert 0 < streamed < 6000, "the long request's tokens until the guard count towards the throughput"
+    assert r["output_tokens"] == 6 + streamed and r["output_tok_per_s"] == pytest.approx((6 + streamed) / r["wall_time_s"])
     assert r["wall_time_s"] < 10, "cancelled at the guard"
     readme = tmp_path / "README.md"
     readme.write_text(f"{START}\n{END}\n")

@@ -192,9 +192,14 @@ def run_bench(workload: str = "anyscale-cpu", systems=("hf-static", "continuous"
 def system_row(res: PeerResult, workload_size: int, floor_s: float) -> dict:
     """One system's figures: the summary, how many requests (of how many), the floor, its extras."""
     n = len(res.timings)
-    return {**summarize(res.timings, res.wall_s), "num_requests": n,
-            **({"sample_of": workload_size} if n < workload_size else {}),
-            "floor_s": floor_s, "floor_fraction": floor_s / res.wall_s, **res.figures}
+    row = {**summarize(res.timings, res.wall_s), "num_requests": n,
+           **({"sample_of": workload_size} if n < workload_size else {}),
+           "floor_s": floor_s, "floor_fraction": floor_s / res.wall_s, **res.figures}
+    extra = res.figures.get("partial", {}).get("unfinished_tokens", 0)
+    if extra:        # a partial run's throughput: every token it generated within its guard
+        row["output_tokens"] += extra
+        row["output_tok_per_s"] = row["output_tokens"] / res.wall_s
+    return row
 
 
 def _guard(system: str, start: float, deadline, limit) -> float | None:
