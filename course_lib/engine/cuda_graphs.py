@@ -149,15 +149,16 @@ class MixedGraphs:
 
     The attention kernel is captured with max_query_len = t: its grid has tiles for t queries per
     sequence, and tiles past a sequence's own q_len return at once (kernels/paged_attention.py).
-    Steps with more than ``max_tokens`` tokens run eagerly: there the launches are a smaller share
-    (EngineConfig.max_cudagraph_capture_size, default 512). Where that share still matters: on an
-    H200, llama-3.2-1b, an eager step costs ~9 ms of host time whatever its size, and 64 decodes plus
-    one 512-token prompt chunk (576 tokens) already runs eagerly; the Anyscale study at 64 slots
-    (data/results/README.md) has 119 such steps against static batching's pure decodes.
+    Steps with more than ``max_tokens`` tokens run eagerly: there the launches are a small share
+    (EngineConfig.max_cudagraph_capture_size, default 4096). Below it they are not: on an H200,
+    llama-3.2-1b, an eager step costs ~9 ms of host time whatever its size, and 64 decodes plus one
+    512-token prompt chunk (576 tokens) ran eagerly at the earlier limit of 512; the Anyscale study
+    at 64 slots (data/results/README.md) had 119 such steps, and continuous batching lost to static
+    batching's pure decodes until the limit went to 4096.
     """
 
     def __init__(self, model: LlamaModel, cache: PagedKVCache, attention_fn, max_batch: int,
-                 max_blocks_per_seq: int, max_tokens: int = 512, capture: bool = True):
+                 max_blocks_per_seq: int, max_tokens: int = 4096, capture: bool = True):
         dev = model.device
         self.capture = capture          # False: run the padded step eagerly (tests it on a CPU)
         self.model, self.cache, self.attention_fn = model, cache, attention_fn
@@ -218,7 +219,7 @@ class MixedGraphs:
         a GPU) happens inside a measurement: steps of a new shape come at the start of each run of a
         rate sweep, and the lowest rate's queueing delay would carry them. 257 slots: the 44 buckets
         a step can reach up to 512 tokens hold about 0.64 GB of bf16 logits buffers at a 128k
-        vocabulary (80 buckets, 1.4 GB, with max_cudagraph_capture_size=2048)."""
+        vocabulary; up to 4096 tokens, 98 buckets and 1.8 GB."""
         if not self.capture:
             return 0
         new = [key for key in self.keys() if key not in self.graphs]

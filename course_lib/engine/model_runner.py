@@ -48,7 +48,7 @@ def attention_functions(backend: str, device: torch.device):
 class ModelRunner:
     def __init__(self, model: LlamaModel, cache: PagedKVCache, backend: str = "auto",
                  cuda_graphs: bool = False, max_batch: int = 1, max_model_len: int = 1,
-                 eos_token_ids=(), max_graph_tokens: int = 512):
+                 eos_token_ids=(), max_graph_tokens: int = 4096):
         self.model, self.cache = model, cache
         self.device = model.device
         self.prefill_fn, self.decode_fn = attention_functions(backend, self.device)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from ...config import EngineConfig
 from ..harness import make_report, write_report
 from ..shapes import model_info
 from ..workloads import make_workload
@@ -19,7 +20,7 @@ from .serving import make_llm
 def run_rate_sweep(request_rates, workload: str = "anyscale-cpu", system: str = "continuous",
                    model: str = "smollm2-135m", device=None, dtype=None, random_weights: bool = False,
                    max_num_seqs: int = 16, max_num_batched_tokens: int = 4096, kv_memory_gb=None,
-                   max_cudagraph_capture_size: int = 512, workload_overrides: dict | None = None, arrival: str = "poisson", burstiness: float = 1.0,
+                   max_cudagraph_capture_size: int = EngineConfig.max_cudagraph_capture_size, workload_overrides: dict | None = None, arrival: str = "poisson", burstiness: float = 1.0,
                    slo_ttft_s: float | None = None, slo_tpot_s: float | None = None, seed: int = 0,
                    json_path=None, log=print, show_progress: bool = True, allow_slow: bool = False) -> dict:
     """Open-loop arrivals at each rate through our engine (perf/loadgen.py's rate_sweep); the report's

@@ -21,6 +21,7 @@ import time
 
 import torch
 
+from ...config import EngineConfig
 from ..floor import workload_floor
 from ..harness import device_info, make_report, output_path, progress, write_report
 from ..loadgen import capture_graphs
@@ -97,7 +98,7 @@ def run_bench(workload: str = "anyscale-cpu", systems=("hf-static", "continuous"
               model: str = "smollm2-135m", device: str | None = None, dtype: str | None = None,
               random_weights: bool = False, max_num_seqs: int = 16, max_num_batched_tokens: int = 4096,
               hf_batch_size: int | None = None, kv_memory_gb: float | None = None,
-              max_cudagraph_capture_size: int = 512, json_path: str | None = None, workload_overrides: dict | None = None,
+              max_cudagraph_capture_size: int = EngineConfig.max_cudagraph_capture_size, json_path: str | None = None, workload_overrides: dict | None = None,
               hf_num_requests: int | dict | None = None, hf_time_limit_s: float | dict | None = None,
               deadline: float | dict | None = None, rates: dict | None = None, log=print,
               loaded=None, show_progress: bool = True, allow_slow: bool = False, command: str | None = "auto"
@@ -268,7 +269,7 @@ def add_engine_arguments(p) -> None:
                    help="build the model's shape with random weights (speed work; nothing downloaded)")
     p.add_argument("--max-num-seqs", type=int, default=16, help="batch slots (GPU runs: 256)")
     p.add_argument("--max-num-batched-tokens", type=int, default=4096)
-    p.add_argument("--max-cudagraph-capture-size", type=int, default=512,
+    p.add_argument("--max-cudagraph-capture-size", type=int, default=EngineConfig.max_cudagraph_capture_size,
                    help="largest mixed step (tokens) replayed from a CUDA graph; larger ones run eagerly")
     p.add_argument("--kv-memory-gb", type=float, default=None)
     p.add_argument("--num-requests", type=int, default=None, help="override the workload's count")
