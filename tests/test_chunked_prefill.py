@@ -11,8 +11,6 @@ import torch
 
 from course_lib.config import SamplingParams
 from course_lib.engine.llm import LLM
-from course_lib.models import load_model, resolve_model
-from course_lib.tokenizer import Tokenizer
 
 N = 16                       # new tokens per prompt
 MIN_MARGIN = 1e-3            # HF's top-1 minus top-2 logit at every greedy step of the references
@@ -25,8 +23,8 @@ def counting(n_tokens: int, tok) -> list[int]:
 
 
 @pytest.fixture(scope="module")
-def smol():
-    return load_model("smollm2-135m"), Tokenizer.from_model("smollm2-135m")
+def smol(smol_model, smol_tokenizer):
+    return smol_model, smol_tokenizer                  # loaded once (conftest.py)
 
 
 @pytest.fixture(scope="module")
@@ -44,10 +42,8 @@ def prompts(smol):
 
 
 @pytest.fixture(scope="module")
-def hf_refs(prompts):
-    from transformers import AutoModelForCausalLM
-    hf = AutoModelForCausalLM.from_pretrained(resolve_model("smollm2-135m").folder,
-                                              dtype=torch.float32).eval()
+def hf_refs(prompts, hf_smol):
+    hf = hf_smol
     refs = {}
     for name, ids in prompts.items():
         x = torch.tensor([ids])

@@ -13,8 +13,6 @@ from hypothesis import strategies as st
 
 from course_lib.config import SamplingParams
 from course_lib.generate import generate
-from course_lib.models import load_model
-from course_lib.tokenizer import Tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "smollm2-135m"
@@ -30,10 +28,10 @@ def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def smol():
+def smol(smol_model, smol_tokenizer):
     before = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield load_model(MODEL), Tokenizer.from_model(MODEL)
+    yield smol_model, smol_tokenizer                    # loaded once (conftest.py)
     torch.set_num_threads(before)
 
 

@@ -14,10 +14,8 @@ from course_lib.engine.llm import LLM
 from course_lib.engine.llm_engine import LLMEngine
 from course_lib.engine.sequence import SequenceStatus
 from course_lib.generate import generate
-from course_lib.models import load_model, resolve_model
 from course_lib.models.llama import LlamaModel
 from course_lib.models.loader import init_random_
-from course_lib.tokenizer import Tokenizer
 
 N = 24                      # new tokens per prompt in the SmolLM2 runs
 PLAIN = [
@@ -75,8 +73,8 @@ def run_to_end(engine: LLMEngine, max_steps: int = 2000) -> dict:
 # ---- the real model against HF transformers -----------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def smol():
-    return load_model("smollm2-135m"), Tokenizer.from_model("smollm2-135m")   # float32, CPU
+def smol(smol_model, smol_tokenizer):
+    return smol_model, smol_tokenizer                  # float32, CPU; loaded once (conftest.py)
 
 
 @pytest.fixture(scope="module")
@@ -88,12 +86,10 @@ def prompts(smol):
 
 
 @pytest.fixture(scope="module")
-def hf_greedy(prompts):
+def hf_greedy(prompts, hf_smol):
     """HF greedy tokens of each prompt run alone (up to and including EOS) and the smallest top-2
     logit margin over its steps."""
-    from transformers import AutoModelForCausalLM
-    hf = AutoModelForCausalLM.from_pretrained(resolve_model("smollm2-135m").folder,
-                                              dtype=torch.float32).eval()
+    hf = hf_smol
     refs = []
     for _, ids in prompts:
         x = torch.tensor([ids])

@@ -8,7 +8,6 @@ import pytest
 from course_lib.config import SamplingParams
 from course_lib.generate import generate
 from course_lib.models import load_model, resolve_model
-from course_lib.tokenizer import Tokenizer
 from test_cli import run_cli
 
 MODEL = "smollm2-135m"
@@ -17,8 +16,8 @@ LONG_PROMPT = " hello" * 8190        # 8190 tokens: + 10 new tokens > 8192
 
 
 @pytest.fixture(scope="module")
-def smol():
-    return load_model(MODEL), Tokenizer.from_model(MODEL)
+def smol(smol_model, smol_tokenizer):
+    return smol_model, smol_tokenizer                  # loaded once (conftest.py)
 
 
 # --- the command line -------------------------------------------------------------------------------

@@ -9,14 +9,13 @@ import json
 
 import pytest
 import torch
-from transformers import (AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, Qwen2Config,
-                          Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM)
+from transformers import (LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM, Qwen3Config,
+                          Qwen3ForCausalLM)
 
 from course_lib.config import ModelConfig
 from course_lib.generate import generate
 from course_lib.layers.rotary import rope_inv_freq
-from course_lib.models import LlamaModel, load_model, load_weights, resolve_model
-from course_lib.tokenizer import Tokenizer
+from course_lib.models import LlamaModel, load_model, load_weights
 
 RTOL = 1e-4          # fp32: ‖ours − hf‖ / ‖hf‖
 SEQ_LEN = 200        # past original_max_position_embeddings=64, where llama3 scaling changes the angles
@@ -159,11 +158,8 @@ NO_CACHE_NEW = 12    # the no-cache loop costs O(length) per step: a shorter run
 
 
 @pytest.fixture(scope="module")
-def smol():
-    folder = resolve_model("smollm2-135m").folder
-    ours = load_model("smollm2-135m")
-    hf = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
-    return ours, hf, Tokenizer(folder)
+def smol(smol_model, hf_smol, smol_tokenizer):
+    return smol_model, hf_smol, smol_tokenizer          # loaded once (conftest.py)
 
 
 def until_eos(ids: list[int], eos: tuple[int, ...]) -> list[int]:

@@ -4,12 +4,9 @@ the frequency/presence penalties against a plain replay of the same model with t
 penalties. All greedy, so a difference is a bug, not sampling noise."""
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from course_lib import LLM, SamplingParams
 from course_lib.layers.sampler import apply_penalties
-from course_lib.models import load_model, resolve_model
-from course_lib.tokenizer import Tokenizer
 
 PROMPTS = [("The capital of France is", False), ("Once upon a time, there was a little robot who", False),
            ("def fibonacci(n):", False), ("The three primary colors are", False),
@@ -19,16 +16,13 @@ NEW = 20
 
 
 @pytest.fixture(scope="module")
-def smol():
+def smol(smol_model, smol_tokenizer, hf_smol):
     before = torch.get_num_threads()
     torch.set_num_threads(1)          # a 135M model decodes no faster on 2 busy threads (test_models.py)
-    folder = resolve_model("smollm2-135m").folder
-    model = load_model("smollm2-135m")
-    tok = Tokenizer(folder)
-    hf = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
-    llm = LLM(model, tokenizer=tok, num_kv_blocks=128, block_size=16)
+    tok = smol_tokenizer              # the model, tokenizer and HF model are loaded once (conftest.py)
+    llm = LLM(smol_model, tokenizer=tok, num_kv_blocks=128, block_size=16)
     ids = [tok.encode(p, chat=chat) for p, chat in PROMPTS]
-    yield llm, hf, tok, ids, AutoTokenizer.from_pretrained(folder)
+    yield llm, hf_smol, tok, ids, tok.hf      # tok.hf: AutoTokenizer.from_pretrained of the same folder
     torch.set_num_threads(before)
 
 

@@ -8,8 +8,6 @@ import pytest
 from course_lib.config import SamplingParams
 from course_lib.engine.detokenizer import IncrementalDetokenizer
 from course_lib.engine.llm import LLM
-from course_lib.models import load_model
-from course_lib.tokenizer import Tokenizer
 
 FIRST = ["Say hello in Chinese.", "The capital of France is"]
 LATER = ["Reply with three emoji.", "What is 'thank you' in Korean?"]
@@ -17,8 +15,8 @@ GREEDY = SamplingParams(temperature=0, max_tokens=20)
 
 
 @pytest.fixture(scope="module")
-def smol():
-    return load_model("smollm2-135m"), Tokenizer.from_model("smollm2-135m")
+def smol(smol_model, smol_tokenizer):
+    return smol_model, smol_tokenizer                  # loaded once (conftest.py)
 
 
 def test_detokenizer_releases_whole_characters_only(smol):
