@@ -31,14 +31,23 @@ $(STAMP): requirements.txt Makefile
 demo: setup
 	$(PY) -m course_lib demo
 
+# The unit tests run on PYTEST_WORKERS processes (pytest-xdist; 0 runs them in this one), a file per
+# worker at a time so module-scoped set-up (the HF references) is built once. The notebooks run in one
+# process after them, as before: their timings are part of what they show.
+PYTEST_WORKERS ?= 2
+UNIT_ARGS := -n $(PYTEST_WORKERS) --dist loadfile
+
 unit: setup
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q $(UNIT_ARGS) tests
 
 notebooks: setup
 	$(PY) -m pytest -q --nbval-lax notebooks
 
+# Both halves always run; the target fails if either does (exit status of the units, else the notebooks').
 test: setup
-	$(PY) -m pytest -q tests --nbval-lax notebooks
+	$(PY) -m pytest -q $(UNIT_ARGS) tests; units=$$?; \
+	$(PY) -m pytest -q --nbval-lax notebooks; notebooks=$$?; \
+	[ $$units -eq 0 ] || exit $$units; exit $$notebooks
 
 lab: setup
 	$(PY) -m jupyter lab notebooks

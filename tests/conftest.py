@@ -6,6 +6,12 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")   # Triton kernels run on the CPU, slowly
 os.environ.setdefault("HF_HUB_OFFLINE", "1")         # a failing hub look-up costs ~50 s
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Under pytest-xdist (`make unit`/`make test` run `-n 2`) each worker gets one intra-op thread, and
+    # so do the kernels and CLI subprocesses it starts: two workers of two OpenMP threads each on a
+    # 2-core machine wait on each other (see test_models.one_thread).
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
 
 import pytest
 
