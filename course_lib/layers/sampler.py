@@ -33,8 +33,9 @@ Two implementations of the same thing:
 The Sampler runs the same math two ways. On the CPU (and wherever Triton cannot run) in torch, as
 below. On a GPU through course_lib/kernels/sampling.py (its docstring counts the (B, V) passes):
 one fused kernel for min_tokens + penalties, one fused draw that reads the logits once and computes
-the noise in registers (temperature, min-p, greedy rows), and for top-k rows a ``torch.topk`` of at
-most 1,024 candidates filtered (top-k, top-p, min-p) and drawn by one kernel, so no full sort. Rows
+the noise in registers (temperature, min-p, greedy rows), and for top-k rows the k_max best
+candidates (a two-pass Triton top-k up to k = 256, ``torch.topk`` up to 1,024) filtered (top-k,
+top-p, min-p) and drawn by one kernel, so no full sort. Rows
 with top-p but no top-k (or a top-k above 1,024) still sort the whole vocabulary.
 
 Memory: the token counts are (rows, vocab) int32 and the prompt mask (rows, vocab) bool, allocated
@@ -479,7 +480,10 @@ class Sampler:
                                  self.ints[rows, 0], fr[:, TOP_P], fr[:, MIN_P], True, self.any_min_p)
             drawn = k.draw(probs, self.seeds, pos, rows, log_input=True)
             return torch.where(greedy, self._argmax(x), drawn) if self.any_greedy else drawn
-        values, ids = x.topk(self.k_max, dim=-1)                                    # (B, k_max)
+        if self.k_max <= k.TOPK_MAX:        # two Triton passes, no radix select over the vocabulary
+            values, ids = k.topk(x, self.k_max)                                     # (B, k_max)
+        else:
+            values, ids = x.topk(self.k_max, dim=-1)
         drawn = k.draw_candidates(values, ids, self.seeds, pos, rows, f[:, TEMP], self.ints[:, 0],
                                   f[:, TOP_P] if self.any_top_p else None, min_p)
         if self.any_plain:                    # rows without top-k draw over the whole vocabulary
