@@ -4,7 +4,8 @@ Random weights make near-ties common, so comparing argmax alone would be flaky. 
 engine's own output (teacher forcing): for every generated token, HF's logprob of it must match the
 engine's, and it must be HF's top choice up to that tolerance. On CPU this runs a tiny Qwen3-shaped
 model in float32 through both attention backends (Triton via the interpreter); on a GPU it runs the
-qwen3-0.6b shape in bfloat16 through the Triton kernel.
+qwen3-0.6b shape in bfloat16, and the qwen3-0.6b and llama-3.2-1b shapes in float16 (the Colab T4
+profile), through the Triton kernel.
 """
 import pytest
 import torch
@@ -28,6 +29,10 @@ CASES = [pytest.param(TINY_QWEN3, "cpu", torch.float32, 1e-4, CPU_BACKENDS, id="
 if CUDA:
     CASES.append(pytest.param(KNOWN_MODELS["qwen3-0.6b"][0], "cuda", torch.bfloat16, 0.05, ("triton",),
                               id="cuda-qwen3-0.6b-bf16"))
+    # float16 is the Colab T4 profile (no bfloat16): the same engine paths, graphs and chunking
+    for name in ("qwen3-0.6b", "llama-3.2-1b"):
+        CASES.append(pytest.param(KNOWN_MODELS[name][0], "cuda", torch.float16, 0.05, ("triton",),
+                                  id=f"cuda-{name}-fp16"))
 
 
 def make_pair(hf_cfg: dict, device, dtype):

@@ -432,15 +432,20 @@ def test_seeded_rows_do_not_depend_on_the_rest_of_the_batch():
     assert len(set(alone)) > 5                   # it really sampled
 
 
-def test_paged_attention_torch_mixed_step_equals_reference():
-    """The torch backend's mixed-step path (all rows padded into one SDPA) == the reference."""
+@pytest.mark.parametrize("q_lens,seq_lens", [([1, 7, 1, 3, 1], [9, 7, 1, 13, 22]),   # decode rows between prompts
+                                             ([7, 3, 2], [7, 13, 22]),                # prompts only
+                                             ([1, 1, 2], [5, 22, 2])])                # one short prompt last
+def test_paged_attention_torch_mixed_step_equals_reference(q_lens, seq_lens):
+    """The torch backend's mixed-step path (decode rows in one call, prompt rows padded in another)
+    == the reference, whatever the order of decode and prompt rows."""
     from course_lib.kv.paged import paged_attention_ref, paged_attention_torch
     g = torch.Generator().manual_seed(5)
     bs, kvh, h, d = 4, 2, 6, 16
     k_cache, v_cache = torch.randn(40, bs, kvh, d, generator=g), torch.randn(40, bs, kvh, d, generator=g)
-    q_lens, seq_lens = [1, 7, 1, 3, 1], [9, 7, 1, 13, 22]
-    tables = torch.randperm(40, generator=g)[:30].view(5, 6).to(torch.int32)
+    B = len(q_lens)
+    tables = torch.randperm(40, generator=g)[:6 * B].view(B, 6).to(torch.int32)
     qsl = torch.tensor([0] + list(itertools.accumulate(q_lens)), dtype=torch.int32)
     q = torch.randn(sum(q_lens), h, d, generator=g)
     args = (q, k_cache, v_cache, tables, torch.tensor(seq_lens, dtype=torch.int32), qsl)
-    torch.testing.assert_close(paged_attention_torch(*args, max_query_len=7), paged_attention_ref(*args))
+    torch.testing.assert_close(paged_attention_torch(*args, max_query_len=max(q_lens)),
+                               paged_attention_ref(*args))

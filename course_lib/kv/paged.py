@@ -154,26 +154,48 @@ def paged_decode_torch(q, k_cache, v_cache, block_tables, seq_lens, query_start_
 
 def paged_attention_torch(q, k_cache, v_cache, block_tables, seq_lens, query_start_loc,
                           scale: float | None = None, max_query_len: int | None = None):
-    """The torch backend for any step (prefill, decode or mixed) in one batched SDPA call.
+    """The torch backend for any step (prefill, decode or mixed) in batched SDPA calls.
 
-    Every sequence's queries are padded to the longest q_len and its blocks gathered as in
-    `paged_decode_torch`; query j of a sequence with q_len queries sits at position seq_len - q_len + j
-    and sees keys up to it. Padding costs (B x max_q_len) query rows, cheap next to a Python loop of one
-    SDPA per prompt (a CPU mixed step admits several 16-token prompts next to ~16 decode rows).
+    Decode rows (one query) go through `paged_decode_torch` together; the sequences with several
+    queries (prompt chunks) through `padded_prefill_torch`. A mixed CPU step is ~30 decode rows and one
+    or two 16-token prompts: padding all of them to 16 queries made SDPA's work 8x the real rows and
+    took 48 of a 227 ms step; split, the two calls take what the rows need.
     Reads query_start_loc on the host (free on a CPU; a GPU uses the Triton kernel instead)."""
     if max_query_len == 1:
         return paged_decode_torch(q, k_cache, v_cache, block_tables, seq_lens, scale=scale)
     starts = query_start_loc.tolist()
-    q_lens = torch.tensor([b - a for a, b in zip(starts, starts[1:])], device=q.device)   # (B,)
-    B = block_tables.shape[0]
-    M = int(q_lens.max())
+    q_lens = [b - a for a, b in zip(starts, starts[1:])]
+    one = [i for i, n in enumerate(q_lens) if n == 1]
+    if not one:
+        return padded_prefill_torch(q, k_cache, v_cache, block_tables, seq_lens, q_lens, scale)
+    many = [i for i, n in enumerate(q_lens) if n > 1]
+    out = torch.empty_like(q)
+    rows = torch.tensor([starts[i] for i in one], device=q.device)
+    seqs = torch.tensor(one, device=q.device)
+    out[rows] = paged_decode_torch(q[rows], k_cache, v_cache, block_tables[seqs], seq_lens[seqs], scale=scale)
+    if many:
+        rows = torch.cat([torch.arange(starts[i], starts[i + 1], device=q.device) for i in many])
+        seqs = torch.tensor(many, device=q.device)
+        out[rows] = padded_prefill_torch(q[rows], k_cache, v_cache, block_tables[seqs], seq_lens[seqs],
+                                         [q_lens[i] for i in many], scale)
+    return out
+
+
+def padded_prefill_torch(q, k_cache, v_cache, block_tables, seq_lens, q_lens: list[int],
+                         scale: float | None = None):
+    """Varlen attention in one SDPA call: every sequence's queries (``q_lens`` of them, concatenated
+    in q) padded to the longest, its blocks gathered as in `paged_decode_torch`. Query j of a sequence
+    with q_len queries sits at position seq_len - q_len + j and sees keys up to it."""
+    B, M = len(q_lens), max(q_lens)
+    q_lens_t = torch.tensor(q_lens, device=q.device)                         # (B,)
+    starts = torch.cumsum(q_lens_t, 0) - q_lens_t
     j = torch.arange(M, device=q.device)
-    real = j[None, :] < q_lens[:, None]                                   # (B, M) real query rows
-    rows = (query_start_loc[:-1, None].long() + j[None, :])[real]         # their rows in q
+    real = j[None, :] < q_lens_t[:, None]                                 # (B, M) real query rows
+    rows = (starts[:, None] + j[None, :])[real]                           # their rows in q
     q_pad = q.new_zeros(B, M, *q.shape[1:])
     q_pad[real] = q[rows]                                                 # (B, M, H, D)
     k, v = gather_blocks(k_cache, v_cache, block_tables)                 # (B, S, KVH, D)
-    pos = seq_lens[:, None] - q_lens[:, None] + j[None, :]                # (B, M) query positions
+    pos = seq_lens[:, None] - q_lens_t[:, None] + j[None, :]              # (B, M) query positions
     key = torch.arange(k.shape[1], device=q.device)
     mask = key[None, None, :] <= pos[:, :, None]     # causal; pos < seq_len ends the context too
     mask |= ~real[:, :, None]     # padding rows see every key: no all-masked row (NaN); discarded
