@@ -5,8 +5,9 @@ Why the CPU order matters: ``F.linear(x, W)`` with few rows of x (decode) hands 
 product with tiny M, and on the 2-core AMD EPYC of CI (torch's wheels link Intel MKL) that path
 streams the weights at 5-12 GB/s; ``W @ x^T`` is the same GEMM transposed (C^T = W x^T) with the big
 operand first, and there MKL runs 2.3-3.7x faster at 1-4 rows and 1.1-1.3x at 8-48 (one row goes to
-MKL's GEMV, just as slow, so it is computed as two; odd row counts are padded to a multiple of 8). ``python -m course_lib bench cpu-linear`` measures both orders on the
-model's own matrices on this machine; data/results/cpu_linear.json is the recorded run.
+MKL's GEMV, just as slow, so it is computed as two; odd row counts are padded to a multiple of 8).
+``python -m course_lib bench linear`` measures both orders on the model's own matrices on this
+machine; data/results/cpu_linear.json is the recorded run.
 """
 from __future__ import annotations
 
