@@ -34,7 +34,8 @@ The Sampler runs the same math two ways. On the CPU (and wherever Triton cannot 
 below. On a GPU through course_lib/kernels/sampling.py (its docstring counts the (B, V) passes):
 one fused kernel for min_tokens + penalties, one fused draw that reads the logits once and computes
 the noise in registers (temperature, min-p, greedy rows), and for top-k rows the k_max best
-candidates (a two-pass Triton top-k up to k = 256, ``torch.topk`` up to 1,024) filtered (top-k,
+candidates (``torch.topk`` up to k = 1,024; the two-pass Triton top-k in kernels/sampling.py lost
+to it at batch 256 on an H100, see data/results/README.md) filtered (top-k,
 top-p, min-p) and drawn by one kernel, so no full sort. Rows
 with top-p but no top-k (or a top-k above 1,024) still sort the whole vocabulary.
 
@@ -480,10 +481,9 @@ class Sampler:
                                  self.ints[rows, 0], fr[:, TOP_P], fr[:, MIN_P], True, self.any_min_p)
             drawn = k.draw(probs, self.seeds, pos, rows, log_input=True)
             return torch.where(greedy, self._argmax(x), drawn) if self.any_greedy else drawn
-        if self.k_max <= k.TOPK_MAX:        # two Triton passes, no radix select over the vocabulary
-            values, ids = k.topk(x, self.k_max)                                     # (B, k_max)
-        else:
-            values, ids = x.topk(self.k_max, dim=-1)
+        # torch.topk, not the two-pass Triton k.topk: on an H100 (triton 3.6) that one was 1.07 ms vs
+        # 0.52 ms at batch 256 x 128k (gpu_h100_sampler.json), ahead only at batch 1-16 by ~15 us
+        values, ids = x.topk(self.k_max, dim=-1)                                     # (B, k_max)
         drawn = k.draw_candidates(values, ids, self.seeds, pos, rows, f[:, TEMP], self.ints[:, 0],
                                   f[:, TOP_P] if self.any_top_p else None, min_p)
         if self.any_plain:                    # rows without top-k draw over the whole vocabulary
