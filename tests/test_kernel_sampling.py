@@ -90,6 +90,32 @@ def test_draw_indexes_the_tables_through_rows_and_strided_columns():
     assert torch.equal(got, torch.cat(alone)), "a row's draw depends on its own row only"
 
 
+@pytest.mark.parametrize("with_counts", [False, True], ids=["positions", "positions+counts"])
+def test_draw_and_argmax_record_what_the_sampler_records(with_counts):
+    """``record=``: the tokens are the same as without it, and the tables change exactly as the
+    Sampler's _record changes them (one more position per row, one more count of its token), at the
+    rows' entries only; the positions the draw read are the ones before the step."""
+    x = randn(4, 2 * BLOCK + 5)
+    seeds, positions, temperature, min_p = tables(9, seed=3)
+    positions = positions % 1000
+    rows = torch.tensor([6, 2, 0, 8], device=DEVICE)
+    counts = torch.randint(0, 3, (9, x.shape[1]), dtype=torch.int32, device=DEVICE) if with_counts else None
+    for fn in (lambda rec: k.draw(x, seeds, positions, rows, temperature, min_p, record=rec),
+               lambda rec: k.argmax_record(x, rows, *rec) if rec else k.draw(x, seeds, positions, rows,
+                                                                           torch.zeros(9, device=DEVICE))):
+        want = fn(None)
+        pos, cnt = positions.clone(), None if counts is None else counts.clone()
+        got = fn((pos, cnt))
+        assert torch.equal(got, want)
+        more = torch.zeros_like(positions)
+        more[rows] = 1
+        assert torch.equal(pos, positions + more)
+        if with_counts:
+            added = torch.zeros_like(counts)
+            added[rows, want] = 1
+            assert torch.equal(cnt, counts + added)
+
+
 def test_draw_follows_the_reference_sampler_over_many_positions():
     """The kernel (logit - log E) and the reference sampler (p / E) are the same race: over 40
     positions of one row, the same tokens, and more than one of them."""

@@ -54,7 +54,7 @@ from triton.language.extra.cuda import libdevice as cuda_libdevice
 
 from ..layers.sampler import MAX_CANDIDATES, race_noise   # pure torch: the CPU path imports no Triton
 from ..layers.sampler import penalize_rows as penalize_ref   # noqa: F401  (the kernel's reference)
-from .argmax import BLOCK, _argmax_chunks_kernel, _argmax_rows_kernel
+from .argmax import BLOCK, _argmax_chunks_kernel
 from .checks import check_logits, check_runnable
 
 PENALTY_BLOCK = 2048   # logits per program of the penalties kernel
@@ -184,15 +184,67 @@ def draw_ref(logits, seeds, positions, rows=None, temperature=None, min_p=None, 
     return torch.where(greedy, x, score).argmax(dim=-1)
 
 
+@triton.jit
+def _pick_record_kernel(val_ptr, idx_ptr, out_ptr, num_chunks, rows_ptr, num_gen_ptr, counts_ptr, stride_counts,
+                        RECORD: tl.constexpr, HAS_COUNTS: tl.constexpr, CHUNKS: tl.constexpr):
+    # grid: (B,); argmax.py's pass 2, then (RECORD) the Sampler's history of the row's entry rows[b]:
+    # one more generated token, and its count. A step has each entry once, so no atomics are needed.
+    b = tl.program_id(0).to(tl.int64)
+    c = tl.arange(0, CHUNKS)
+    vals = tl.load(val_ptr + b * num_chunks + c, mask=c < num_chunks, other=float("-inf"))
+    _, first = tl.max(vals, axis=0, return_indices=True)      # the first chunk holding the max
+    token = tl.load(idx_ptr + b * num_chunks + first).to(tl.int64)
+    tl.store(out_ptr + b, token)
+    if RECORD:
+        r = tl.load(rows_ptr + b).to(tl.int64)
+        tl.store(num_gen_ptr + r, tl.load(num_gen_ptr + r) + 1)
+        if HAS_COUNTS:
+            at = counts_ptr + r * stride_counts + token
+            tl.store(at, tl.load(at) + 1)
+
+
+def _pick(vals, idx, out, rows, record) -> None:
+    """Pass 2 of `draw` and `argmax_record`: each row's token into ``out``, and with ``record`` =
+    (num_generated (N,) int32, counts (N, V) int32 or None) the Sampler's update of both."""
+    B, num_chunks = vals.shape
+    num_gen, counts = record if record is not None else (out, None)
+    _pick_record_kernel[(B,)](vals, idx, out, num_chunks, rows, num_gen, out if counts is None else counts,
+                              0 if counts is None else counts.stride(0), RECORD=record is not None,
+                              HAS_COUNTS=counts is not None, CHUNKS=triton.next_power_of_2(num_chunks))
+
+
+def argmax_record(logits: torch.Tensor, rows: torch.Tensor, num_generated: torch.Tensor,
+                  counts: torch.Tensor | None = None) -> torch.Tensor:
+    """kernels.argmax's greedy pick, (B,) int64, that also records it as the Sampler's ``_record``
+    does: ``num_generated[rows] += 1`` and ``counts[rows, token] += 1`` (counts None: no counts).
+    One launch less than argmax + ``_record`` (at batch 1 a step is launches, not bandwidth)."""
+    logits = check_logits(logits)
+    check_runnable("logits", logits, dict(rows=rows, num_generated=num_generated, counts=counts))
+    B, V = logits.shape
+    out = torch.empty(B, dtype=torch.long, device=logits.device)
+    if B == 0:
+        return out
+    num_chunks = triton.cdiv(V, BLOCK)
+    vals = torch.empty(B, num_chunks, dtype=torch.float32, device=logits.device)
+    idx = torch.empty(B, num_chunks, dtype=torch.int32, device=logits.device)
+    _argmax_chunks_kernel[(B, num_chunks)](logits, vals, idx, V, logits.stride(0), num_chunks,
+                                           BLOCK=BLOCK, num_warps=8)
+    _pick(vals, idx, out, rows, (num_generated, counts))
+    return out
+
+
 def draw(logits: torch.Tensor, seeds: torch.Tensor, positions: torch.Tensor, rows: torch.Tensor | None = None,
          temperature: torch.Tensor | None = None, min_p: torch.Tensor | None = None,
-         log_input: bool = False) -> torch.Tensor:
+         log_input: bool = False, record: tuple | None = None) -> torch.Tensor:
     """One token per row of ``logits`` (B, V) (any float dtype): (B,) int64.
 
     Tables of N entries, row b of ``logits`` using entry ``rows[b]`` (default b): ``seeds`` (N, 2)
     int64 halves (seed_halves), ``positions`` (N,) int, ``temperature`` (N,) float32 (0 = greedy;
     None = 1), ``min_p`` (N,) float32 or None (no min-p pass). The 1-D tables may be strided
-    columns of a wider table. ``log_input``: ``logits`` holds filtered probabilities; draw from them."""
+    columns of a wider table. ``log_input``: ``logits`` holds filtered probabilities; draw from them.
+    ``record``: (num_generated (N,) int32, counts (N, V) int32 or None) to update as the Sampler's
+    ``_record`` does, in the same launch that picks the tokens (``positions`` may be num_generated:
+    pass 1 has read it before pass 2 writes)."""
     logits = check_logits(logits)
     check_runnable("logits", logits, dict(seeds=seeds, positions=positions, rows=rows,
                                           temperature=temperature, min_p=min_p))
@@ -219,7 +271,7 @@ def draw(logits: torch.Tensor, seeds: torch.Tensor, positions: torch.Tensor, row
         seeds, seeds.stride(0), positions, vals, idx, V, num_chunks,
         USE_MIN_P=min_p is not None, LOG_INPUT=log_input, CHUNKS=triton.next_power_of_2(num_chunks),
         BLOCK=BLOCK, num_warps=8)
-    _argmax_rows_kernel[(B,)](vals, idx, out, num_chunks, CHUNKS=triton.next_power_of_2(num_chunks))
+    _pick(vals, idx, out, rows, record)
     return out
 
 

@@ -57,6 +57,7 @@ NEG_INF = float("-inf")
 MASK32 = 0xFFFFFFFF
 NOISE_SALT = 0x9E3779B9          # mixed into the seed's low half, so seed 0 does not hash 0 to 0
 MAX_CANDIDATES = 1024            # top-k rows up to this k draw among torch.topk candidates (no sort)
+CANDIDATE_CHUNK = 4096           # the candidates' top-k per chunk of this many logits (topk_chunked); 0: one topk
 
 
 def to_device(data, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -219,6 +220,26 @@ def sample(logits: torch.Tensor, params: list[SamplingParams], seeds: list[int |
     if all(p.logprobs is None for p in params):
         return tokens, None
     return tokens, logits.float().log_softmax(dim=-1).gather(-1, tokens[:, None])[:, 0]
+
+
+def topk_chunked(x: torch.Tensor, k: int, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x.topk(k, dim=-1)`` (values, ids) of a (B, V) tensor in two rounds of torch.topk: the top k
+    of each ``chunk`` columns (B x V/chunk short rows, so the GPU runs thousands of blocks instead of
+    one block walking each long row), then the top k of those B x (V/chunk) x k survivors. The same
+    set as one topk: every element of the global top k is in its chunk's top k. Ties may come out in
+    another order than one torch.topk would give (torch promises none); values are equal."""
+    B, V = x.shape
+    n = V // chunk
+    if n < 2 or k > chunk:
+        return x.topk(k, dim=-1)
+    v, i = x[:, :n * chunk].view(B, n, chunk).topk(k, dim=-1)                 # (B, n, k)
+    i = i + torch.arange(0, n * chunk, chunk, device=x.device)[None, :, None]
+    v, i = v.view(B, n * k), i.view(B, n * k)
+    if n * chunk < V:                                                        # the last, short chunk
+        vt, it = x[:, n * chunk:].topk(min(k, V - n * chunk), dim=-1)
+        v, i = torch.cat([v, vt], 1), torch.cat([i, it + n * chunk], 1)
+    v, j = v.topk(k, dim=-1)
+    return v, i.gather(1, j)
 
 
 def penalize_rows(logits: torch.Tensor, rows: torch.Tensor, counts=None, prompt_mask=None, repetition=None,
@@ -437,13 +458,18 @@ class Sampler:
             self._refresh()
         rows = self._step_rows(seq_ids)
         x = self._process(logits, rows)
+        recorded = False                        # the kernels' last pass may record the tokens itself
         if not self.any_random:
-            tokens = self._argmax(x)
+            if self.kernels:
+                tokens, recorded = self._k.argmax_record(x, rows, self.num_generated, self.counts), True
+            else:
+                tokens = self._argmax(x)
         elif self.kernels:
-            tokens = self._draw_kernels(x, rows)
+            tokens, recorded = self._draw_kernels(x, rows)
         else:
             tokens = self._draw_torch(x, rows)
-        self._record(rows, tokens)
+        if not recorded:
+            self._record(rows, tokens)
         out = SampleOutput(tokens)
         if self.max_logprobs is not None:
             lp = logits.float().log_softmax(dim=-1)                                # raw logprobs
@@ -468,27 +494,31 @@ class Sampler:
         drawn = (probs / race).argmax(dim=-1)
         return torch.where(greedy, self._argmax(x), drawn) if self.any_greedy else drawn
 
-    def _draw_kernels(self, x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        """The same draw through Triton: the tables stay whole, the kernels index them by ``rows``."""
+    def _draw_kernels(self, x: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, bool]:
+        """The same draw through Triton: the tables stay whole, the kernels index them by ``rows``.
+        Returns (tokens, whether the kernels recorded them already)."""
         k, f, pos = self._k, self.floats, self.num_generated
         min_p = f[:, MIN_P] if self.any_min_p else None
         if self.draw_path == "full":                        # greedy rows come out as the argmax
-            return k.draw(x, self.seeds, pos, rows, f[:, TEMP], min_p)
+            return k.draw(x, self.seeds, pos, rows, f[:, TEMP], min_p, record=(pos, self.counts)), True
         if self.draw_path == "sort":
             fr = f[rows]
             greedy = fr[:, TEMP] == 0
             probs = filter_probs(x.float() / torch.where(greedy, 1.0, fr[:, TEMP])[:, None],
                                  self.ints[rows, 0], fr[:, TOP_P], fr[:, MIN_P], True, self.any_min_p)
             drawn = k.draw(probs, self.seeds, pos, rows, log_input=True)
-            return torch.where(greedy, self._argmax(x), drawn) if self.any_greedy else drawn
+            return (torch.where(greedy, self._argmax(x), drawn) if self.any_greedy else drawn), False
         # torch.topk, not the two-pass Triton k.topk: on an H100 (triton 3.6) that one was 1.07 ms vs
         # 0.52 ms at batch 256 x 128k (gpu_h100_sampler.json), ahead only at batch 1-16 by ~15 us
-        values, ids = x.topk(self.k_max, dim=-1)                                     # (B, k_max)
+        values, ids = (topk_chunked(x, self.k_max, CANDIDATE_CHUNK) if CANDIDATE_CHUNK
+                       else x.topk(self.k_max, dim=-1))                              # (B, k_max)
         drawn = k.draw_candidates(values, ids, self.seeds, pos, rows, f[:, TEMP], self.ints[:, 0],
                                   f[:, TOP_P] if self.any_top_p else None, min_p)
         if self.any_plain:                    # rows without top-k draw over the whole vocabulary
-            return torch.where(self._top_k_rows, drawn, k.draw(x, self.seeds, pos, rows, f[:, TEMP], min_p))
-        return torch.where(self._top_k_rows, drawn, self._argmax(x)) if self.any_greedy else drawn
+            drawn = torch.where(self._top_k_rows, drawn, k.draw(x, self.seeds, pos, rows, f[:, TEMP], min_p))
+        elif self.any_greedy:
+            drawn = torch.where(self._top_k_rows, drawn, self._argmax(x))
+        return drawn, False
 
     def processed_logits(self, logits: torch.Tensor, seq_ids: list[int]) -> torch.Tensor:
         """The logits the draw starts from (min_tokens masks and penalties applied), for tests and

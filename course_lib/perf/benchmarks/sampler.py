@@ -16,9 +16,11 @@ work), no seeds. Settings, each the same for every row of the batch:
 
 A point is the median wall time of ``--repeats`` synchronous calls (device synchronised before and
 after each, so host work and launches count: the engine's sampler runs outside the CUDA graphs),
-after three untimed calls. ``loop`` rows time the reference (`apply_penalties` + `sample`, one
+after three untimed calls; ``ms_pipelined`` is the median of the same number of runs of 10 calls
+back to back, per call (max(host, device): the cost when the host does not wait for each step).
+``loop`` rows time the reference (`apply_penalties` + `sample`, one
 request at a time) on the top-p+penalties setting. ``stage`` rows (on CUDA) time pieces of a step
-alone: the top-50 candidates (``torch.topk`` against the Sampler's two-pass Triton ``topk``) and the token counts' update, ``index_put_`` with
+alone: the top-50 candidates (one ``torch.topk``, the Sampler's ``topk_chunked`` and the two-pass Triton ``topk``) and the token counts' update, ``index_put_`` with
 accumulate (it sorts its indices) against the flat ``index_add_`` the Sampler uses. Issue 12's targets at batch 256 over Llama 3's
 128,256-token vocabulary on a GPU: greedy or temperature-only under 0.1 ms, filters with penalties
 under 0.5 ms.
@@ -89,20 +91,34 @@ def stage_steps(vocab: int) -> dict:
         rows = torch.arange(len(logits), device=logits.device)
         sampler.counts.view(-1).index_add_(0, rows * vocab + rows % vocab, torch.ones_like(rows, dtype=torch.int32))
     from ...kernels.sampling import topk                              # CUDA only: Triton
+    from ...layers.sampler import topk_chunked
     return {"top-50: torch.topk": lambda x, *_: x.topk(50, dim=-1),
+            "top-50: topk_chunked": lambda x, *_: topk_chunked(x, 50),
             "top-50: triton topk": lambda x, *_: topk(x, 50),
             "counts: index_put_": index_put, "counts: index_add_": index_add}
 
 
-def time_point(step, state, device, repeats: int, warmup: int = 3) -> dict:
+def time_point(step, state, device, repeats: int, warmup: int = 3, run: int = 10) -> dict:
+    """``ms``: the median of ``repeats`` synchronous calls (host work, launches, the device's work
+    and the final sync, one after the other); ``ms_pipelined``: the median over ``repeats`` of
+    ``run`` calls back to back / ``run``: a step's cost when the host does not wait for each one
+    (the engine syncs once per step, after more work than the sampler), max(host, device) per call."""
     for _ in range(warmup):
         step(*state)
-    times = []
+    times, piped = [], []
     for _ in range(repeats):
         with Timer(device) as t:
             step(*state)
         times.append(t.elapsed * 1e3)
-    return dict(ms=statistics.median(times), ms_min=min(times), ms_max=max(times), repeats=repeats)
+    for _ in range(repeats if run > 1 else 0):
+        with Timer(device) as t:
+            for _ in range(run):
+                step(*state)
+        piped.append(t.elapsed * 1e3 / run)
+    out = dict(ms=statistics.median(times), ms_min=min(times), ms_max=max(times), repeats=repeats)
+    if piped:
+        out["ms_pipelined"] = statistics.median(piped)
+    return out
 
 
 def run(vocab: int, batches, repeats: int, device, loop_batches=None, log=print) -> dict:
@@ -122,14 +138,16 @@ def run(vocab: int, batches, repeats: int, device, loop_batches=None, log=print)
                 else batched_step)
         impl = "stage" if name in stages else "per-request loop" if name == "loop" else "batched Sampler"
         row = dict(impl=impl, setting="top-p+penalties" if name == "loop" else name, batch=B,
-                   **time_point(step, state, device, repeats if name != "loop" or B <= 64 else max(3, repeats // 4)))
+                   **time_point(step, state, device, repeats if name != "loop" or B <= 64 else max(3, repeats // 4),
+                                run=1 if name == "loop" else 10))
         rows.append(row)
         bar.update()
         del state
     bar.close()
     for r in rows:
+        piped = f", pipelined {r['ms_pipelined']:.3f}" if "ms_pipelined" in r else ""
         log(f"{r['impl']:>16} {r['setting']:>22} batch {r['batch']:>3}: {r['ms']:8.3f} ms "
-            f"(min {r['ms_min']:.3f}, max {r['ms_max']:.3f})")
+            f"(min {r['ms_min']:.3f}, max {r['ms_max']:.3f}{piped})")
     return dict(vocab=vocab, batches=list(batches), repeats=repeats,
                 inputs="32-token prompts, one more output token per step, logits 3*randn(B, V), no seeds",
                 settings={k: {f: getattr(p, f) for f in ("temperature", "top_k", "top_p", "min_p",
