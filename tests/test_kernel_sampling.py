@@ -242,6 +242,30 @@ def test_topk_breaks_ties_lowest_id_first_and_keeps_minus_inf_rows():
     assert set(ids[1].tolist()) <= set(range(3000)) and len(set(ids[1].tolist())) == 5
 
 
+@pytest.mark.parametrize("case", ["randn", "one-byte", "ties"])
+def test_topk_radix_select_over_several_chunks(case):
+    """Rows of three chunks and a bit (3 x 4,096 + 7). randn: the ids too equal torch.topk's (no ties).
+    one-byte: every logit in [8, 9) (distinct), one bin of the first byte, so the second byte decides. ties: 5
+    ones in the last chunks and 12,000 zeros, more zeros than the slots hold: the ones are all kept
+    (the slots above the k-th's bin are apart from the bin's) and the zeros fill the rest."""
+    V = 3 * k.RADIX_BLOCK + 7
+    x = {"randn": lambda: randn(2, V, seed=5),
+         "one-byte": lambda: (8 + torch.stack([torch.randperm(V, generator=torch.Generator().manual_seed(i))
+                                               for i in range(2)]) / V).to(DEVICE),      # distinct
+         "ties": lambda: torch.zeros(2, V, device=DEVICE)}[case]()
+    if case == "ties":
+        x[:, [V - 1, V - 3, 9000, 8200, 12000]] = 1.0
+    for kk in ((1, 300) if case == "randn" else (50,)):
+        values, ids = k.topk(x, kk)
+        want_v, want_i = x.topk(kk, dim=-1)
+        assert torch.equal(values, want_v), (case, kk)
+        assert torch.equal(x.gather(1, ids), values) and all(len(set(r)) == kk for r in ids.tolist())
+        if case != "ties":
+            assert torch.equal(ids, want_i), (case, kk)
+        elif kk >= 5:
+            assert set(ids[:, :5].flatten().tolist()) == {V - 1, V - 3, 9000, 8200, 12000}
+
+
 @pytest.mark.parametrize("bad", [0, 3001, k.TOPK_MAX + 1])
 def test_topk_rejects_bad_k(bad):
     with pytest.raises(ValueError, match="k must be in 1.."):

@@ -334,15 +334,3 @@ def test_batch_changes_do_not_make_the_host_wait():
     finally:
         torch.cuda.set_sync_debug_mode(0)
 
-
-@pytest.mark.parametrize("V,k,chunk", [(128_256, 50, 4096), (10_000, 7, 1000), (5_000, 64, 4096), (3_000, 40, 1000)])
-def test_topk_chunked_equals_one_topk(V, k, chunk):
-    """Two rounds (per chunk, then of the survivors) give one topk's values and ids: a short last
-    chunk (10,000 = 10 x 1,000 exactly; 3,000 with k = 40), a single chunk (5,000 < 2 x 4,096)."""
-    from course_lib.layers.sampler import topk_chunked
-    x = torch.randn(3, V, generator=torch.Generator().manual_seed(V))
-    want_v, want_i = x.topk(k, dim=-1)
-    got_v, got_i = topk_chunked(x, k, chunk)
-    assert torch.equal(got_v, want_v) and torch.equal(got_i, want_i)
-    x[1, 123] = float("inf")                                                 # the winner of one chunk
-    assert topk_chunked(x, k, chunk)[1][1, 0] == 123

@@ -16,11 +16,12 @@ space, keeps logit / T >= max / T + log(min_p); it needs the row max first, one 
 chunk maxima of argmax.py's pass 1, read back by pass 1 here).
 
 **Top-k without a sort.** For rows with top-k (k <= 1,024), the Sampler takes the k_max best logits
-(k_max = the largest top_k of the live rows) from ``torch.topk``. ``topk`` below is the Triton
-alternative (two passes: each chunk of a row keeps its best K in registers, then each row merges its
-chunks' survivors; ``torch.topk`` above k_max = 256), tested equal to torch.topk but not used: on an
-H100 it took 1.07 ms vs torch.topk's 0.52 ms at batch 256 x 128k (data/results/gpu_h100_sampler.json,
-the ``bench sampler`` stage rows time both). One program per row then applies its
+(k_max = the largest top_k of the live rows) from ``topk`` below, a radix select in four passes
+(three over the vocabulary, spread over the GPU like the draw, then one per row over a few thousand
+gathered keys; its docstring says when it is exact). torch.topk walks each row with one thread block:
+0.52 ms at batch 256 x 128k on an H100, where an earlier Triton top-k by bitonic merges of each
+chunk's best took 1.07 ms (data/results/gpu_h100_sampler.json; the ``bench sampler`` stage rows time
+torch.topk against ``topk``). One program per row then applies its
 top-k, top-p (mass measured on what top-k kept, dropped once the better tokens hold >= top_p, as
 ``filter_probs``) and min-p to those k_max values, and draws among them with the noise of their
 token ids: the token the full-vocabulary reference draws with the same noise. Rows with top-p but no
@@ -36,7 +37,7 @@ needs about ten (B, V) operators and a gather copy of the counts.
     temperature only     1 read of the logits
     + min-p              2 reads
     + penalties          + 1 read of the logits, the counts and the mask, 1 float32 write
-    top-k (+ top-p)      torch.topk's passes + 1 read per path the batch mixes
+    top-k (+ top-p)      3 reads (topk's radix passes) + 1 read per path the batch mixes
                          (rows without top-k: the full draw; greedy rows: argmax); (B, k_max) after
     top-p without top-k  the full sort of filter_probs (tens of passes) + 1 read
 
@@ -353,15 +354,17 @@ def draw_candidates(values: torch.Tensor, ids: torch.Tensor, seeds: torch.Tensor
     return out
 
 
-# ---- the top-k candidates themselves ----------------------------------------------------------------
+# ---- the top-k candidates themselves: a radix select ---------------------------------------------------
 
 # A logit and its token id as one int64 key whose integer order is (logit, then lower id first):
 # the float's bits made order-preserving as a signed int32 (negative floats: all bits but the sign
 # flipped) in the high half, 2**31 - 1 - id in the low half. Sorting keys sorts (value, id) pairs
-# with one compare, and equal logits come out lowest id first. Padding lanes get the smallest high
-# half, below every float (-inf included); NaN sorts above +inf, as in torch.topk.
-TOPK_MAX = 256          # k_max above this: torch.topk (stage 2 would hold over 4,096 keys per row)
+# with one compare, and equal logits come out lowest id first. Padding gets the smallest high half,
+# below every float (-inf included); NaN sorts above +inf, as in torch.topk.
+TOPK_MAX = MAX_CANDIDATES
+RADIX_BLOCK = 4096      # logits per program of the three passes over the vocabulary
 _PAD_HI = tl.constexpr(-2**31)
+PAD_KEY = -2**63        # (_PAD_HI << 32): an empty slot of the gathered keys
 _HAS_TL_TOPK = tl.constexpr(hasattr(tl, "topk"))   # Triton >= 3.4: bitonic top-k; older ones sort the whole block
 
 
@@ -373,29 +376,71 @@ def _pair_keys(x, cols, valid):
 
 
 @triton.jit
-def _store_best(ptr, keys, K: tl.constexpr, N: tl.constexpr, k):
-    # the k (<= K) largest of N keys, largest first, to ptr[0:k]
-    if _HAS_TL_TOPK:
-        out = tl.topk(keys, K)
-        i = tl.arange(0, K)
-    else:
-        out = tl.sort(keys, descending=True)
-        i = tl.arange(0, N)
-    tl.store(ptr + i, out, mask=i < k)
+def _radix_key(x):
+    # float32 -> uint32 in the same order (unsigned): negative floats all bits flipped, others the sign set
+    bits = x.to(tl.uint32, bitcast=True)
+    return tl.where((bits >> 31) != 0, bits ^ 0xFFFFFFFF, bits | 0x80000000)
 
 
 @triton.jit
-def _topk_chunks_kernel(x_ptr, stride_x, key_ptr, V, num_chunks, K: tl.constexpr, CHUNK: tl.constexpr):
-    # grid: (B, num_chunks); each program keeps its chunk's K best (value, id) keys
+def _radix_pick(hist_ptr, k):
+    # hist_ptr -> a row's 256 bin counts; the bin holding its k-th largest and the count above that bin
+    i = tl.arange(0, 256)
+    h = tl.load(hist_ptr + 255 - i)                           # the top bin first
+    j = tl.min(tl.where(tl.cumsum(h, axis=0) >= k, i, 255), axis=0)
+    return 255 - j, tl.sum(tl.where(i < j, h, 0), axis=0)
+
+
+@triton.jit
+def _radix_hist_add(hist_ptr, digit, counted, BLOCK: tl.constexpr):
+    # add the histogram of the 8-bit ``digit`` of the ``counted`` lanes to the row's 256 bins
+    h = tl.histogram(tl.where(counted, digit, 0), 256)        # the others land in bin 0: take them out
+    i = tl.arange(0, 256)
+    h = h - tl.where(i == 0, BLOCK - tl.sum(counted.to(tl.int32), axis=0), 0)
+    tl.atomic_add(hist_ptr + i, h, mask=h > 0)
+
+
+@triton.jit
+def _radix_kernel(x_ptr, stride_x, hist_ptr, key_ptr, V, k, CAP,
+                  LEVEL: tl.constexpr, BLOCK: tl.constexpr):
+    # grid: (B, cdiv(V, BLOCK)). LEVEL 1: histogram of the keys' top byte; 2: of the second byte,
+    # over the logits in the top byte's bin holding the k-th largest; 3: gather every logit whose
+    # top two bytes reach the k-th largest's, as (value, id) keys, into the row's CAP slots.
+    # hist_ptr: (B, 514) int32, a row's two histograms, then its counts of gathered keys above and in
+    # the bin of the k-th largest.
     b, c = tl.program_id(0).to(tl.int64), tl.program_id(1)
-    cols = c * CHUNK + tl.arange(0, CHUNK)
-    x = tl.load(x_ptr + b * stride_x + cols, mask=cols < V, other=float("-inf")).to(tl.float32)
-    _store_best(key_ptr + (b * num_chunks + c) * K, _pair_keys(x, cols, cols < V), K, CHUNK, K)
+    cols = c * BLOCK + tl.arange(0, BLOCK)
+    ok = cols < V
+    x = tl.load(x_ptr + b * stride_x + cols, mask=ok, other=0.0).to(tl.float32)
+    key = _radix_key(x)
+    hist1 = hist_ptr + b * 514
+    if LEVEL == 1:
+        _radix_hist_add(hist1, (key >> 24).to(tl.int32), ok, BLOCK)
+    else:
+        t1, above = _radix_pick(hist1, k)
+        if LEVEL == 2:
+            inside = ok & ((key >> 24).to(tl.int32) == t1)
+            _radix_hist_add(hist1 + 256, ((key >> 16) & 0xFF).to(tl.int32), inside, BLOCK)
+        else:
+            t2, _ = _radix_pick(hist1 + 256, k - above)
+            top16 = (key >> 16).to(tl.int32)
+            pair = _pair_keys(x, cols, ok)
+            # fewer than k logits lie above the bin (t1, t2): slots 0..k-1; the bin's, k..CAP-1
+            over = ok & (top16 > t1 * 256 + t2)
+            n = tl.sum(over.to(tl.int32), axis=0)
+            if n > 0:
+                slot = tl.atomic_add(hist1 + 512, n) + tl.cumsum(over.to(tl.int32), axis=0) - 1
+                tl.store(key_ptr + b * CAP + slot, pair, mask=over)
+            tie = ok & (top16 == t1 * 256 + t2)
+            n = tl.sum(tie.to(tl.int32), axis=0)
+            if n > 0:
+                slot = k + tl.atomic_add(hist1 + 513, n) + tl.cumsum(tie.to(tl.int32), axis=0) - 1
+                tl.store(key_ptr + b * CAP + slot, pair, mask=tie & (slot < CAP))
 
 
 @triton.jit
 def _topk_rows_kernel(key_ptr, val_ptr, idx_ptr, n, k, K: tl.constexpr, N: tl.constexpr):
-    # grid: (B,); the row's k best of its n = chunks x K keys, decoded to (value, id)
+    # grid: (B,); the row's k best of its n keys, decoded to (value, id)
     b = tl.program_id(0).to(tl.int64)
     i = tl.arange(0, N)
     pad = (tl.full([N], _PAD_HI, tl.int32).to(tl.int64) << 32)
@@ -413,15 +458,32 @@ def _topk_rows_kernel(key_ptr, val_ptr, idx_ptr, n, k, K: tl.constexpr, N: tl.co
     tl.store(idx_ptr + b * k + j, ids.to(tl.int64), mask=j < k)
 
 
+def topk_cap(k: int) -> int:
+    """The slots a row gathers for top ``k``: room for k plus the logits that tie with the k-th
+    largest in its top 16 bits."""
+    return 2048 if k <= 256 else 4096                      # >= 2k: room for k ties after k - 1 above
+
+
 def topk(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``k`` largest logits of every row, largest first: (values (B, k) float32, ids (B, k) int64),
     what ``torch.topk(logits.float(), k)`` returns (ties: the lower id first). ``k`` <= TOPK_MAX.
 
-    Two passes, neither a sort of the vocabulary: grid (B, chunks) keeps each chunk's K best
-    (K = the power of two >= k; 4,096 logits a chunk, 8,192 for K > 64), one bitonic top-k in
-    registers; grid (B,) takes the best K of the row's chunks x K survivors (2,048 keys at Llama 3's
-    vocabulary and k = 50). torch.topk's radix select makes several passes over the row and, on an
-    H200 at batch 256 x 128k, took 0.49 ms of the Sampler's 0.68 ms step (data/results/gpu_h200_sampler.json)."""
+    A radix select, spread over the GPU as the draw is (grid (B, chunks) for the passes over the
+    vocabulary), with no sort of the vocabulary. A logit's 32-bit order key (``_radix_key``) is read
+    a byte at a time from the top:
+
+        pass 1  histogram of every key's top byte (256 bins a row)     -> the bin t1 of the k-th largest
+        pass 2  histogram of the second byte, of the keys in bin t1     -> its bin t2
+        pass 3  gather every logit whose top 16 bits are >= (t1, t2), as a (value, id) key: those
+                above (fewer than k) into slots 0..k-1, those in the bin into k..CAP-1 (``topk_cap``:
+                CAP = 2,048, 4,096 above k = 256; CAP >= 2k)
+        pass 4  grid (B,): the best k of those slots (one bitonic top-k in registers), decoded
+
+    Exact whenever the logits tying with the k-th largest in their top 16 bits (sign, exponent, 7
+    mantissa bits: bfloat16's precision, so for bfloat16 logits: equal values) fit the CAP - k slots
+    for them; otherwise those slots hold an arbitrary CAP - k >= k of them, all within 2**-7 relative
+    of the k-th value (for bfloat16 logits equal to it, so still a top k, but not the lowest ids). torch.topk's radix select walks each row with
+    one thread block, 256 blocks at batch 256: 0.52 ms on an H100 at 256 x 128k."""
     logits = check_logits(logits)
     check_runnable("logits", logits, {})
     B, V = logits.shape
@@ -431,14 +493,15 @@ def topk(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     ids = torch.empty(B, k, dtype=torch.long, device=logits.device)
     if B == 0:
         return values, ids
-    K = max(16, triton.next_power_of_2(k))
-    chunk = max(K, min(4096 if K <= 64 else 8192, triton.next_power_of_2(V)))
-    num_chunks = triton.cdiv(V, chunk)
-    keys = torch.empty(B, num_chunks * K, dtype=torch.long, device=logits.device)
-    _topk_chunks_kernel[(B, num_chunks)](logits, logits.stride(0), keys, V, num_chunks, K=K, CHUNK=chunk,
-                                         num_warps=8)
-    n = num_chunks * K
-    _topk_rows_kernel[(B,)](keys, values, ids, n, k, K=K, N=triton.next_power_of_2(n), num_warps=8)
+    cap = topk_cap(k)
+    hist = torch.zeros(B, 514, dtype=torch.int32, device=logits.device)     # 2 x 256 bins, 2 slot counts
+    keys = torch.full((B, cap), PAD_KEY, dtype=torch.long, device=logits.device)
+    grid = (B, triton.cdiv(V, RADIX_BLOCK))
+    for level in (1, 2, 3):
+        _radix_kernel[grid](logits, logits.stride(0), hist, keys, V, k, cap,
+                            LEVEL=level, BLOCK=RADIX_BLOCK, num_warps=8)
+    _topk_rows_kernel[(B,)](keys, values, ids, cap, k, K=max(16, triton.next_power_of_2(k)), N=cap,
+                            num_warps=8)
     return values, ids
 
 

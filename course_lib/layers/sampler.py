@@ -34,10 +34,11 @@ The Sampler runs the same math two ways. On the CPU (and wherever Triton cannot 
 below. On a GPU through course_lib/kernels/sampling.py (its docstring counts the (B, V) passes):
 one fused kernel for min_tokens + penalties, one fused draw that reads the logits once and computes
 the noise in registers (temperature, min-p, greedy rows), and for top-k rows the k_max best
-candidates (``torch.topk`` up to k = 1,024; the two-pass Triton top-k in kernels/sampling.py lost
-to it at batch 256 on an H100, see data/results/README.md) filtered (top-k,
-top-p, min-p) and drawn by one kernel, so no full sort. Rows
-with top-p but no top-k (or a top-k above 1,024) still sort the whole vocabulary.
+candidates (up to k = 1,024, by the radix select ``kernels.sampling.topk``; ``CANDIDATE_TOPK =
+"torch"`` takes torch.topk's instead) filtered (top-k, top-p, min-p) and drawn by one kernel, so no
+full sort. Rows with top-p but no top-k (or a top-k above 1,024) still sort the whole vocabulary.
+The greedy pick and the full-vocabulary draw record the tokens (positions, counts) in their last
+pass; the other paths record them with two small scatters (``_record``).
 
 Memory: the token counts are (rows, vocab) int32 and the prompt mask (rows, vocab) bool, allocated
 the first time a request asks for a penalty: 256 rows x 128k vocabulary = 128 MiB + 32 MiB.
@@ -57,7 +58,7 @@ NEG_INF = float("-inf")
 MASK32 = 0xFFFFFFFF
 NOISE_SALT = 0x9E3779B9          # mixed into the seed's low half, so seed 0 does not hash 0 to 0
 MAX_CANDIDATES = 1024            # top-k rows up to this k draw among torch.topk candidates (no sort)
-CANDIDATE_CHUNK = 4096           # the candidates' top-k per chunk of this many logits (topk_chunked); 0: one topk
+CANDIDATE_TOPK = "triton"        # the candidates' top-k on a GPU: "triton" (kernels.sampling.topk) or "torch"
 
 
 def to_device(data, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -220,26 +221,6 @@ def sample(logits: torch.Tensor, params: list[SamplingParams], seeds: list[int |
     if all(p.logprobs is None for p in params):
         return tokens, None
     return tokens, logits.float().log_softmax(dim=-1).gather(-1, tokens[:, None])[:, 0]
-
-
-def topk_chunked(x: torch.Tensor, k: int, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
-    """``x.topk(k, dim=-1)`` (values, ids) of a (B, V) tensor in two rounds of torch.topk: the top k
-    of each ``chunk`` columns (B x V/chunk short rows, so the GPU runs thousands of blocks instead of
-    one block walking each long row), then the top k of those B x (V/chunk) x k survivors. The same
-    set as one topk: every element of the global top k is in its chunk's top k. Ties may come out in
-    another order than one torch.topk would give (torch promises none); values are equal."""
-    B, V = x.shape
-    n = V // chunk
-    if n < 2 or k > chunk:
-        return x.topk(k, dim=-1)
-    v, i = x[:, :n * chunk].view(B, n, chunk).topk(k, dim=-1)                 # (B, n, k)
-    i = i + torch.arange(0, n * chunk, chunk, device=x.device)[None, :, None]
-    v, i = v.view(B, n * k), i.view(B, n * k)
-    if n * chunk < V:                                                        # the last, short chunk
-        vt, it = x[:, n * chunk:].topk(min(k, V - n * chunk), dim=-1)
-        v, i = torch.cat([v, vt], 1), torch.cat([i, it + n * chunk], 1)
-    v, j = v.topk(k, dim=-1)
-    return v, i.gather(1, j)
 
 
 def penalize_rows(logits: torch.Tensor, rows: torch.Tensor, counts=None, prompt_mask=None, repetition=None,
@@ -508,9 +489,10 @@ class Sampler:
                                  self.ints[rows, 0], fr[:, TOP_P], fr[:, MIN_P], True, self.any_min_p)
             drawn = k.draw(probs, self.seeds, pos, rows, log_input=True)
             return (torch.where(greedy, self._argmax(x), drawn) if self.any_greedy else drawn), False
-        # torch.topk, not the two-pass Triton k.topk: on an H100 (triton 3.6) that one was 1.07 ms vs
-        # 0.52 ms at batch 256 x 128k (gpu_h100_sampler.json), ahead only at batch 1-16 by ~15 us
-        values, ids = (topk_chunked(x, self.k_max, CANDIDATE_CHUNK) if CANDIDATE_CHUNK
+        # the radix select: torch.topk walks each row with one thread block (0.52 ms at 256 x 128k on
+        # an H100, gpu_h100_sampler.json); an earlier Triton top-k by bitonic merges took 1.07 ms
+        # (under the CPU interpreter torch's: the radix select's own tests run it there, at a cost)
+        values, ids = (k.topk(x, self.k_max) if CANDIDATE_TOPK == "triton" and x.is_cuda
                        else x.topk(self.k_max, dim=-1))                              # (B, k_max)
         drawn = k.draw_candidates(values, ids, self.seeds, pos, rows, f[:, TEMP], self.ints[:, 0],
                                   f[:, TOP_P] if self.any_top_p else None, min_p)
