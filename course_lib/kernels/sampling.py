@@ -103,8 +103,11 @@ def _row_key(seed_ptr, pos):
 @triton.jit
 def _race_e(key, token_ids):
     # E = -log(u) ~ Exp(1), u = ((h >> 9) + 0.5) / 2**23 strictly inside (0, 1), exact in float32
+    # u as 1 + m / 2**23 (the bits 0x3F800000 | m) - (1 - 2**-24): exact (Sterbenz), the same float as
+    # (m + 0.5) / 2**23 for every m, and no int-to-float conversion (a quarter-rate instruction)
     h = _fmix32(key ^ token_ids.to(tl.uint32))
-    return -tl.log(((h >> 9).to(tl.float32) + 0.5) * 1.1920928955078125e-07)   # exact: see _FAST_LOG
+    u = ((h >> 9) | 0x3F800000).to(tl.float32, bitcast=True) - 0.999999940395355224609375
+    return -tl.log(u)                                          # exact: see _FAST_LOG
 
 
 @triton.jit
