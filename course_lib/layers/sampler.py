@@ -34,8 +34,8 @@ The Sampler runs the same math two ways. On the CPU (and wherever Triton cannot 
 below. On a GPU through course_lib/kernels/sampling.py (its docstring counts the (B, V) passes):
 one fused kernel for min_tokens + penalties, one fused draw that reads the logits once and computes
 the noise in registers (temperature, min-p, greedy rows), and for top-k rows the k_max best
-candidates (up to k = 1,024, by the radix select ``kernels.sampling.topk``; ``CANDIDATE_TOPK =
-"torch"`` takes torch.topk's instead) filtered (top-k, top-p, min-p) and drawn by one kernel, so no
+candidates (up to k = 1,024, by torch.topk; ``CANDIDATE_TOPK = "triton"`` takes them from the radix
+select ``kernels.sampling.topk``, tested under the interpreter, not yet timed on a GPU) filtered (top-k, top-p, min-p) and drawn by one kernel, so no
 full sort. Rows with top-p but no top-k (or a top-k above 1,024) still sort the whole vocabulary.
 The greedy pick and the full-vocabulary draw record the tokens (positions, counts) in their last
 pass; the other paths record them with two small scatters (``_record``).
@@ -58,7 +58,8 @@ NEG_INF = float("-inf")
 MASK32 = 0xFFFFFFFF
 NOISE_SALT = 0x9E3779B9          # mixed into the seed's low half, so seed 0 does not hash 0 to 0
 MAX_CANDIDATES = 1024            # top-k rows up to this k draw among torch.topk candidates (no sort)
-CANDIDATE_TOPK = "triton"        # the candidates' top-k on a GPU: "triton" (kernels.sampling.topk) or "torch"
+CANDIDATE_TOPK = "torch"         # the candidates' top-k on a GPU: "torch" or "triton" (kernels.sampling.topk,
+                                 # not yet timed on a GPU: data/results/README.md's list)
 
 
 def to_device(data, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
