@@ -215,63 +215,6 @@ def test_candidates_reject_too_many():
         k.draw_candidates(v, v.long(), seeds, positions, torch.arange(2), temperature, torch.tensor([5, 5]))
 
 
-# ---- the top-k candidates ---------------------------------------------------------------------------
-
-@pytest.mark.parametrize("V, kk, dtype", [(3000, 50, torch.float32), (4100, 20, torch.float16), (300, 256, torch.float32)])
-def test_topk_equals_torch_topk(V, kk, dtype):
-    """Values equal torch.topk's exactly, largest first; ids point at those values. (4,100: two chunks
-    of 4,096, the second nearly empty; 300 with k = 256: one chunk, K = k.)"""
-    x = randn(3, 2 * V, dtype=dtype, seed=V)[:, ::2]                 # strided rows
-    x[1, : V // 2] = float("-inf")                                    # a row half masked
-    values, ids = k.topk(x, kk)
-    want = x.float().topk(kk, dim=-1).values
-    assert values.dtype == torch.float32 and ids.dtype == torch.long
-    assert torch.equal(values, want)
-    assert torch.equal(x.float().gather(1, ids), values)
-    assert all(len(set(r)) == kk for r in ids.tolist())              # k distinct tokens
-
-
-def test_topk_breaks_ties_lowest_id_first_and_keeps_minus_inf_rows():
-    x = torch.zeros(2, 3000, device=DEVICE)
-    x[0, [2999, 7, 1500]] = 1.0                                       # three tied best
-    x[1] = float("-inf")
-    x[1, 42] = 0.0
-    values, ids = k.topk(x, 5)
-    assert ids[0].tolist() == [7, 1500, 2999, 0, 1]
-    assert ids[1, 0] == 42 and values[1, 1:].isneginf().all()
-    assert set(ids[1].tolist()) <= set(range(3000)) and len(set(ids[1].tolist())) == 5
-
-
-@pytest.mark.parametrize("case", ["randn", "one-byte", "ties"])
-def test_topk_radix_select_over_several_chunks(case):
-    """Rows of three chunks and a bit (3 x 4,096 + 7). randn: the ids too equal torch.topk's (no ties).
-    one-byte: every logit in [8, 9) (distinct), one bin of the first byte, so the second byte decides. ties: 5
-    ones in the last chunks and 12,000 zeros, more zeros than the slots hold: the ones are all kept
-    (the slots above the k-th's bin are apart from the bin's) and the zeros fill the rest."""
-    V = 3 * k.RADIX_BLOCK + 7
-    x = {"randn": lambda: randn(2, V, seed=5),
-         "one-byte": lambda: (8 + torch.stack([torch.randperm(V, generator=torch.Generator().manual_seed(i))
-                                               for i in range(2)]) / V).to(DEVICE),      # distinct
-         "ties": lambda: torch.zeros(2, V, device=DEVICE)}[case]()
-    if case == "ties":
-        x[:, [V - 1, V - 3, 9000, 8200, 12000]] = 1.0
-    for kk in ((1, 300) if case == "randn" else (50,)):
-        values, ids = k.topk(x, kk)
-        want_v, want_i = x.topk(kk, dim=-1)
-        assert torch.equal(values, want_v), (case, kk)
-        assert torch.equal(x.gather(1, ids), values) and all(len(set(r)) == kk for r in ids.tolist())
-        if case != "ties":
-            assert torch.equal(ids, want_i), (case, kk)
-        elif kk >= 5:
-            assert set(ids[:, :5].flatten().tolist()) == {V - 1, V - 3, 9000, 8200, 12000}
-
-
-@pytest.mark.parametrize("bad", [0, 3001, k.TOPK_MAX + 1])
-def test_topk_rejects_bad_k(bad):
-    with pytest.raises(ValueError, match="k must be in 1.."):
-        k.topk(randn(1, 3000), bad)
-
-
 # ---- penalties and min_tokens ------------------------------------------------------------------------
 
 PENALISED = [SamplingParams(repetition_penalty=1.4), SamplingParams(frequency_penalty=0.8, presence_penalty=-0.5),

@@ -156,17 +156,13 @@ PATHS = {"sort": DRAWN,                                           # a top-p row 
          "candidates-greedy": TOP_K + [SamplingParams(temperature=0)]}
 
 
-@pytest.mark.parametrize("path", list(PATHS) + (["candidates-radix"] if CUDA else []))
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("device", DEVICES)
-def test_batched_draws_equal_the_reference_with_the_same_seeds(device, path, monkeypatch):
+def test_batched_draws_equal_the_reference_with_the_same_seeds(device, path):
     """Token for token, step after step: each row's seed and output position give the reference's
     noise. The kernels' three paths: a top-p row without top-k sorts; temperature and min-p draw over
     the whole vocabulary; top-k rows draw among candidates (beside a plain row and a greedy one, or
-    a greedy one only; on CUDA also with the candidates from the radix select)."""
-    if path == "candidates-radix":
-        import course_lib.layers.sampler as sampler_module
-        monkeypatch.setattr(sampler_module, "CANDIDATE_TOPK", "triton")
-        path = "candidates"
+    a greedy one only)."""
     params = PATHS[path]
     s = sampler_with(params, [[1]] * len(params), device)
     ids = list(range(len(params)))

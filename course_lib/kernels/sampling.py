@@ -16,12 +16,11 @@ space, keeps logit / T >= max / T + log(min_p); it needs the row max first, one 
 chunk maxima of argmax.py's pass 1, read back by pass 1 here).
 
 **Top-k without a sort.** For rows with top-k (k <= 1,024), the Sampler takes the k_max best logits
-(k_max = the largest top_k of the live rows) from ``topk`` below, a radix select in four passes
-(three over the vocabulary, spread over the GPU like the draw, then one per row over a few thousand
-gathered keys; its docstring says when it is exact). torch.topk walks each row with one thread block:
-0.52 ms at batch 256 x 128k on an H100, where an earlier Triton top-k by bitonic merges of each
-chunk's best took 1.07 ms (data/results/gpu_h100_sampler.json; the ``bench sampler`` stage rows time
-torch.topk against ``topk``). One program per row then applies its
+(k_max = the largest top_k of the live rows) from ``torch.topk``. Two Triton top-ks lost to it at
+batch 256 x 128k (data/results/README.md, the ``bench sampler`` stage rows): bitonic merges of each
+chunk's best (1.07 vs 0.52 ms on an H100) and a radix select of two byte histograms and a gather
+(0.515 vs 0.488 ms on an H200, where its ``tl.histogram`` passes, not its reads of the logits, took
+the time); both are in the git history (f3ef205, 56e039f). One program per row then applies its
 top-k, top-p (mass measured on what top-k kept, dropped once the better tokens hold >= top_p, as
 ``filter_probs``) and min-p to those k_max values, and draws among them with the noise of their
 token ids: the token the full-vocabulary reference draws with the same noise. Rows with top-p but no
@@ -37,7 +36,7 @@ needs about ten (B, V) operators and a gather copy of the counts.
     temperature only     1 read of the logits
     + min-p              2 reads
     + penalties          + 1 read of the logits, the counts and the mask, 1 float32 write
-    top-k (+ top-p)      3 reads (topk's radix passes) + 1 read per path the batch mixes
+    top-k (+ top-p)      torch.topk's passes + 1 read per path the batch mixes
                          (rows without top-k: the full draw; greedy rows: argmax); (B, k_max) after
     top-p without top-k  the full sort of filter_probs (tens of passes) + 1 read
 
@@ -355,157 +354,6 @@ def draw_candidates(values: torch.Tensor, ids: torch.Tensor, seeds: torch.Tensor
                              USE_TOP_P=top_p is not None, USE_MIN_P=min_p is not None,
                              KP=max(16, triton.next_power_of_2(K)))
     return out
-
-
-# ---- the top-k candidates themselves: a radix select ---------------------------------------------------
-
-# A logit and its token id as one int64 key whose integer order is (logit, then lower id first):
-# the float's bits made order-preserving as a signed int32 (negative floats: all bits but the sign
-# flipped) in the high half, 2**31 - 1 - id in the low half. Sorting keys sorts (value, id) pairs
-# with one compare, and equal logits come out lowest id first. Padding gets the smallest high half,
-# below every float (-inf included); NaN sorts above +inf, as in torch.topk.
-TOPK_MAX = MAX_CANDIDATES
-RADIX_BLOCK = 4096      # logits per program of the three passes over the vocabulary
-_PAD_HI = tl.constexpr(-2**31)
-PAD_KEY = -2**63        # (_PAD_HI << 32): an empty slot of the gathered keys
-_HAS_TL_TOPK = tl.constexpr(hasattr(tl, "topk"))   # Triton >= 3.4: bitonic top-k; older ones sort the whole block
-
-
-@triton.jit
-def _pair_keys(x, cols, valid):
-    bits = x.to(tl.int32, bitcast=True)
-    hi = tl.where(valid, tl.where(bits >= 0, bits, bits ^ 0x7FFFFFFF), _PAD_HI)
-    return (hi.to(tl.int64) << 32) | (0x7FFFFFFF - cols).to(tl.int64)
-
-
-@triton.jit
-def _radix_key(x):
-    # float32 -> uint32 in the same order (unsigned): negative floats all bits flipped, others the sign set
-    bits = x.to(tl.uint32, bitcast=True)
-    return tl.where((bits >> 31) != 0, bits ^ 0xFFFFFFFF, bits | 0x80000000)
-
-
-@triton.jit
-def _radix_pick(hist_ptr, k):
-    # hist_ptr -> a row's 256 bin counts; the bin holding its k-th largest and the count above that bin
-    i = tl.arange(0, 256)
-    h = tl.load(hist_ptr + 255 - i)                           # the top bin first
-    j = tl.min(tl.where(tl.cumsum(h, axis=0) >= k, i, 255), axis=0)
-    return 255 - j, tl.sum(tl.where(i < j, h, 0), axis=0)
-
-
-@triton.jit
-def _radix_hist_add(hist_ptr, digit, counted, BLOCK: tl.constexpr):
-    # add the histogram of the 8-bit ``digit`` of the ``counted`` lanes to the row's 256 bins
-    h = tl.histogram(tl.where(counted, digit, 0), 256)        # the others land in bin 0: take them out
-    i = tl.arange(0, 256)
-    h = h - tl.where(i == 0, BLOCK - tl.sum(counted.to(tl.int32), axis=0), 0)
-    tl.atomic_add(hist_ptr + i, h, mask=h > 0)
-
-
-@triton.jit
-def _radix_kernel(x_ptr, stride_x, hist_ptr, key_ptr, V, k, CAP,
-                  LEVEL: tl.constexpr, BLOCK: tl.constexpr):
-    # grid: (B, cdiv(V, BLOCK)). LEVEL 1: histogram of the keys' top byte; 2: of the second byte,
-    # over the logits in the top byte's bin holding the k-th largest; 3: gather every logit whose
-    # top two bytes reach the k-th largest's, as (value, id) keys, into the row's CAP slots.
-    # hist_ptr: (B, 514) int32, a row's two histograms, then its counts of gathered keys above and in
-    # the bin of the k-th largest.
-    b, c = tl.program_id(0).to(tl.int64), tl.program_id(1)
-    cols = c * BLOCK + tl.arange(0, BLOCK)
-    ok = cols < V
-    x = tl.load(x_ptr + b * stride_x + cols, mask=ok, other=0.0).to(tl.float32)
-    key = _radix_key(x)
-    hist1 = hist_ptr + b * 514
-    if LEVEL == 1:
-        _radix_hist_add(hist1, (key >> 24).to(tl.int32), ok, BLOCK)
-    else:
-        t1, above = _radix_pick(hist1, k)
-        if LEVEL == 2:
-            inside = ok & ((key >> 24).to(tl.int32) == t1)
-            _radix_hist_add(hist1 + 256, ((key >> 16) & 0xFF).to(tl.int32), inside, BLOCK)
-        else:
-            t2, _ = _radix_pick(hist1 + 256, k - above)
-            top16 = (key >> 16).to(tl.int32)
-            pair = _pair_keys(x, cols, ok)
-            # fewer than k logits lie above the bin (t1, t2): slots 0..k-1; the bin's, k..CAP-1
-            over = ok & (top16 > t1 * 256 + t2)
-            n = tl.sum(over.to(tl.int32), axis=0)
-            if n > 0:
-                slot = tl.atomic_add(hist1 + 512, n) + tl.cumsum(over.to(tl.int32), axis=0) - 1
-                tl.store(key_ptr + b * CAP + slot, pair, mask=over)
-            tie = ok & (top16 == t1 * 256 + t2)
-            n = tl.sum(tie.to(tl.int32), axis=0)
-            if n > 0:
-                slot = k + tl.atomic_add(hist1 + 513, n) + tl.cumsum(tie.to(tl.int32), axis=0) - 1
-                tl.store(key_ptr + b * CAP + slot, pair, mask=tie & (slot < CAP))
-
-
-@triton.jit
-def _topk_rows_kernel(key_ptr, val_ptr, idx_ptr, n, k, K: tl.constexpr, N: tl.constexpr):
-    # grid: (B,); the row's k best of its n keys, decoded to (value, id)
-    b = tl.program_id(0).to(tl.int64)
-    i = tl.arange(0, N)
-    pad = (tl.full([N], _PAD_HI, tl.int32).to(tl.int64) << 32)
-    keys = tl.where(i < n, tl.load(key_ptr + b * n + i, mask=i < n, other=0), pad)
-    if _HAS_TL_TOPK:
-        best = tl.topk(keys, K)
-        j = tl.arange(0, K)
-    else:
-        best = tl.sort(keys, descending=True)
-        j = tl.arange(0, N)
-    hi = (best >> 32).to(tl.int32)
-    value = tl.where(hi >= 0, hi, hi ^ 0x7FFFFFFF).to(tl.float32, bitcast=True)
-    ids = 0x7FFFFFFF - (best & 0x7FFFFFFF).to(tl.int32)
-    tl.store(val_ptr + b * k + j, value, mask=j < k)
-    tl.store(idx_ptr + b * k + j, ids.to(tl.int64), mask=j < k)
-
-
-def topk_cap(k: int) -> int:
-    """The slots a row gathers for top ``k``: room for k plus the logits that tie with the k-th
-    largest in its top 16 bits."""
-    return 2048 if k <= 256 else 4096                      # >= 2k: room for k ties after k - 1 above
-
-
-def topk(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ``k`` largest logits of every row, largest first: (values (B, k) float32, ids (B, k) int64),
-    what ``torch.topk(logits.float(), k)`` returns (ties: the lower id first). ``k`` <= TOPK_MAX.
-
-    A radix select, spread over the GPU as the draw is (grid (B, chunks) for the passes over the
-    vocabulary), with no sort of the vocabulary. A logit's 32-bit order key (``_radix_key``) is read
-    a byte at a time from the top:
-
-        pass 1  histogram of every key's top byte (256 bins a row)     -> the bin t1 of the k-th largest
-        pass 2  histogram of the second byte, of the keys in bin t1     -> its bin t2
-        pass 3  gather every logit whose top 16 bits are >= (t1, t2), as a (value, id) key: those
-                above (fewer than k) into slots 0..k-1, those in the bin into k..CAP-1 (``topk_cap``:
-                CAP = 2,048, 4,096 above k = 256; CAP >= 2k)
-        pass 4  grid (B,): the best k of those slots (one bitonic top-k in registers), decoded
-
-    Exact whenever the logits tying with the k-th largest in their top 16 bits (sign, exponent, 7
-    mantissa bits: bfloat16's precision, so for bfloat16 logits: equal values) fit the CAP - k slots
-    for them; otherwise those slots hold an arbitrary CAP - k >= k of them, all within 2**-7 relative
-    of the k-th value (for bfloat16 logits equal to it, so still a top k, but not the lowest ids). torch.topk's radix select walks each row with
-    one thread block, 256 blocks at batch 256: 0.52 ms on an H100 at 256 x 128k."""
-    logits = check_logits(logits)
-    check_runnable("logits", logits, {})
-    B, V = logits.shape
-    if not 1 <= k <= min(V, TOPK_MAX):
-        raise ValueError(f"k must be in 1..{min(V, TOPK_MAX)} (the vocabulary and TOPK_MAX), got {k}")
-    values = torch.empty(B, k, dtype=torch.float32, device=logits.device)
-    ids = torch.empty(B, k, dtype=torch.long, device=logits.device)
-    if B == 0:
-        return values, ids
-    cap = topk_cap(k)
-    hist = torch.zeros(B, 514, dtype=torch.int32, device=logits.device)     # 2 x 256 bins, 2 slot counts
-    keys = torch.full((B, cap), PAD_KEY, dtype=torch.long, device=logits.device)
-    grid = (B, triton.cdiv(V, RADIX_BLOCK))
-    for level in (1, 2, 3):
-        _radix_kernel[grid](logits, logits.stride(0), hist, keys, V, k, cap,
-                            LEVEL=level, BLOCK=RADIX_BLOCK, num_warps=8)
-    _topk_rows_kernel[(B,)](keys, values, ids, cap, k, K=max(16, triton.next_power_of_2(k)), N=cap,
-                            num_warps=8)
-    return values, ids
 
 
 # ---- penalties and min_tokens in one pass -------------------------------------------------------------

@@ -34,8 +34,7 @@ The Sampler runs the same math two ways. On the CPU (and wherever Triton cannot 
 below. On a GPU through course_lib/kernels/sampling.py (its docstring counts the (B, V) passes):
 one fused kernel for min_tokens + penalties, one fused draw that reads the logits once and computes
 the noise in registers (temperature, min-p, greedy rows), and for top-k rows the k_max best
-candidates (up to k = 1,024, by torch.topk; ``CANDIDATE_TOPK = "triton"`` takes them from the radix
-select ``kernels.sampling.topk``, tested under the interpreter, not yet timed on a GPU) filtered (top-k, top-p, min-p) and drawn by one kernel, so no
+candidates (up to k = 1,024, by torch.topk: two Triton top-ks lost to it, see kernels/sampling.py) filtered (top-k, top-p, min-p) and drawn by one kernel, so no
 full sort. Rows with top-p but no top-k (or a top-k above 1,024) still sort the whole vocabulary.
 The greedy pick and the full-vocabulary draw record the tokens (positions, counts) in their last
 pass; the other paths record them with two small scatters (``_record``).
@@ -58,8 +57,6 @@ NEG_INF = float("-inf")
 MASK32 = 0xFFFFFFFF
 NOISE_SALT = 0x9E3779B9          # mixed into the seed's low half, so seed 0 does not hash 0 to 0
 MAX_CANDIDATES = 1024            # top-k rows up to this k draw among torch.topk candidates (no sort)
-CANDIDATE_TOPK = "torch"         # the candidates' top-k on a GPU: "torch" or "triton" (kernels.sampling.topk,
-                                 # not yet timed on a GPU: data/results/README.md's list)
 
 
 def to_device(data, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -490,11 +487,9 @@ class Sampler:
                                  self.ints[rows, 0], fr[:, TOP_P], fr[:, MIN_P], True, self.any_min_p)
             drawn = k.draw(probs, self.seeds, pos, rows, log_input=True)
             return (torch.where(greedy, self._argmax(x), drawn) if self.any_greedy else drawn), False
-        # the radix select: torch.topk walks each row with one thread block (0.52 ms at 256 x 128k on
-        # an H100, gpu_h100_sampler.json); an earlier Triton top-k by bitonic merges took 1.07 ms
-        # (under the CPU interpreter torch's: the radix select's own tests run it there, at a cost)
-        values, ids = (k.topk(x, self.k_max) if CANDIDATE_TOPK == "triton" and x.is_cuda
-                       else x.topk(self.k_max, dim=-1))                              # (B, k_max)
+        # torch.topk: 0.49 ms at 256 x 128k on an H200, the largest piece of this path; two Triton
+        # top-ks were no faster there (kernels/sampling.py's docstring)
+        values, ids = x.topk(self.k_max, dim=-1)                                     # (B, k_max)
         drawn = k.draw_candidates(values, ids, self.seeds, pos, rows, f[:, TEMP], self.ints[:, 0],
                                   f[:, TOP_P] if self.any_top_p else None, min_p)
         if self.any_plain:                    # rows without top-k draw over the whole vocabulary
