@@ -47,18 +47,25 @@ def argmax_ref(logits: torch.Tensor) -> torch.Tensor:
     return logits.argmax(dim=-1)
 
 
-def argmax(logits: torch.Tensor) -> torch.Tensor:
-    """Triton version of `argmax_ref` for (B, V) logits: (B,) int64 token ids."""
-    logits = check_logits(logits)
-    check_runnable("logits", logits, {})
+def chunk_maxima(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pass 1 over checked (B, V) logits, B > 0: each chunk's max (B, chunks) float32 and its first
+    index (B, chunks) int32 (kernels/sampling.py's greedy pick shares it)."""
     B, V = logits.shape
-    out = torch.empty(B, dtype=torch.long, device=logits.device)
-    if B == 0:
-        return out
     num_chunks = triton.cdiv(V, BLOCK)
     vals = torch.empty(B, num_chunks, dtype=torch.float32, device=logits.device)
     idx = torch.empty(B, num_chunks, dtype=torch.int32, device=logits.device)
     _argmax_chunks_kernel[(B, num_chunks)](logits, vals, idx, V, logits.stride(0), num_chunks,
                                            BLOCK=BLOCK, num_warps=8)
-    _argmax_rows_kernel[(B,)](vals, idx, out, num_chunks, CHUNKS=triton.next_power_of_2(num_chunks))
+    return vals, idx
+
+
+def argmax(logits: torch.Tensor) -> torch.Tensor:
+    """Triton version of `argmax_ref` for (B, V) logits: (B,) int64 token ids."""
+    logits = check_logits(logits)
+    check_runnable("logits", logits, {})
+    out = torch.empty(len(logits), dtype=torch.long, device=logits.device)
+    if len(logits) == 0:
+        return out
+    vals, idx = chunk_maxima(logits)
+    _argmax_rows_kernel[(len(logits),)](vals, idx, out, vals.shape[1], CHUNKS=triton.next_power_of_2(vals.shape[1]))
     return out

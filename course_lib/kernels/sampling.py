@@ -54,7 +54,7 @@ from triton.language.extra.cuda import libdevice as cuda_libdevice
 
 from ..layers.sampler import MAX_CANDIDATES, race_noise   # pure torch: the CPU path imports no Triton
 from ..layers.sampler import penalize_rows as penalize_ref   # noqa: F401  (the kernel's reference)
-from .argmax import BLOCK, _argmax_chunks_kernel
+from .argmax import BLOCK, _argmax_chunks_kernel, chunk_maxima
 from .checks import check_logits, check_runnable
 
 PENALTY_BLOCK = 2048   # logits per program of the penalties kernel
@@ -223,16 +223,10 @@ def argmax_record(logits: torch.Tensor, rows: torch.Tensor, num_generated: torch
     One launch less than argmax + ``_record`` (at batch 1 a step is launches, not bandwidth)."""
     logits = check_logits(logits)
     check_runnable("logits", logits, dict(rows=rows, num_generated=num_generated, counts=counts))
-    B, V = logits.shape
-    out = torch.empty(B, dtype=torch.long, device=logits.device)
-    if B == 0:
+    out = torch.empty(len(logits), dtype=torch.long, device=logits.device)
+    if len(logits) == 0:
         return out
-    num_chunks = triton.cdiv(V, BLOCK)
-    vals = torch.empty(B, num_chunks, dtype=torch.float32, device=logits.device)
-    idx = torch.empty(B, num_chunks, dtype=torch.int32, device=logits.device)
-    _argmax_chunks_kernel[(B, num_chunks)](logits, vals, idx, V, logits.stride(0), num_chunks,
-                                           BLOCK=BLOCK, num_warps=8)
-    _pick(vals, idx, out, rows, (num_generated, counts))
+    _pick(*chunk_maxima(logits), out, rows, (num_generated, counts))
     return out
 
 
