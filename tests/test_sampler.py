@@ -333,4 +333,3 @@ def test_batch_changes_do_not_make_the_host_wait():
         s(logits, [2, 7, 0])
     finally:
         torch.cuda.set_sync_debug_mode(0)
-

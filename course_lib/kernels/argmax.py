@@ -63,9 +63,11 @@ def argmax(logits: torch.Tensor) -> torch.Tensor:
     """Triton version of `argmax_ref` for (B, V) logits: (B,) int64 token ids."""
     logits = check_logits(logits)
     check_runnable("logits", logits, {})
-    out = torch.empty(len(logits), dtype=torch.long, device=logits.device)
-    if len(logits) == 0:
+    B = len(logits)
+    out = torch.empty(B, dtype=torch.long, device=logits.device)
+    if B == 0:
         return out
     vals, idx = chunk_maxima(logits)
-    _argmax_rows_kernel[(len(logits),)](vals, idx, out, vals.shape[1], CHUNKS=triton.next_power_of_2(vals.shape[1]))
+    num_chunks = vals.shape[1]
+    _argmax_rows_kernel[(B,)](vals, idx, out, num_chunks, CHUNKS=triton.next_power_of_2(num_chunks))
     return out

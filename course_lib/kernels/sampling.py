@@ -54,7 +54,7 @@ from triton.language.extra.cuda import libdevice as cuda_libdevice
 
 from ..layers.sampler import MAX_CANDIDATES, race_noise   # pure torch: the CPU path imports no Triton
 from ..layers.sampler import penalize_rows as penalize_ref   # noqa: F401  (the kernel's reference)
-from .argmax import BLOCK, _argmax_chunks_kernel, chunk_maxima
+from .argmax import BLOCK, chunk_maxima
 from .checks import check_logits, check_runnable
 
 PENALTY_BLOCK = 2048   # logits per program of the penalties kernel
@@ -257,11 +257,7 @@ def draw(logits: torch.Tensor, seeds: torch.Tensor, positions: torch.Tensor, row
     num_chunks = triton.cdiv(V, BLOCK)
     vals = torch.empty(B, num_chunks, dtype=torch.float32, device=logits.device)
     idx = torch.empty(B, num_chunks, dtype=torch.int32, device=logits.device)
-    chunk_max = vals
-    if min_p is not None:                       # the row max first: argmax.py's pass 1 (maxima only)
-        chunk_max = torch.empty_like(vals)
-        _argmax_chunks_kernel[(B, num_chunks)](logits, chunk_max, idx, V, logits.stride(0), num_chunks,
-                                               BLOCK=BLOCK, num_warps=8)
+    chunk_max = vals if min_p is None else chunk_maxima(logits)[0]   # the row max first: argmax's pass 1
     _draw_chunks_kernel[(B, num_chunks)](
         logits, logits.stride(0), rows, temperature, temperature.stride(0),
         temperature if min_p is None else min_p, 0 if min_p is None else min_p.stride(0), chunk_max,

@@ -34,8 +34,8 @@ The Sampler runs the same math two ways. On the CPU (and wherever Triton cannot 
 below. On a GPU through course_lib/kernels/sampling.py (its docstring counts the (B, V) passes):
 one fused kernel for min_tokens + penalties, one fused draw that reads the logits once and computes
 the noise in registers (temperature, min-p, greedy rows), and for top-k rows the k_max best
-candidates (up to k = 1,024, by torch.topk: two Triton top-ks lost to it, see kernels/sampling.py) filtered (top-k, top-p, min-p) and drawn by one kernel, so no
-full sort. Rows with top-p but no top-k (or a top-k above 1,024) still sort the whole vocabulary.
+candidates (up to k = 1,024, by torch.topk: two Triton top-ks lost to it, see kernels/sampling.py)
+filtered (top-k, top-p, min-p) and drawn by one kernel, so no full sort. Rows with top-p but no top-k (or a top-k above 1,024) still sort the whole vocabulary.
 The greedy pick and the full-vocabulary draw record the tokens (positions, counts) in their last
 pass; the other paths record them with two small scatters (``_record``).
 
