@@ -16,11 +16,9 @@ space, keeps logit / T >= max / T + log(min_p); it needs the row max first, one 
 chunk maxima of argmax.py's pass 1, read back by pass 1 here).
 
 **Top-k without a sort.** For rows with top-k (k <= 1,024), the Sampler takes the k_max best logits
-(k_max = the largest top_k of the live rows) from ``torch.topk``. Two Triton top-ks lost to it at
-batch 256 x 128k (data/results/README.md, the ``bench sampler`` stage rows): bitonic merges of each
-chunk's best (1.07 vs 0.52 ms on an H100) and a radix select of two byte histograms and a gather
-(0.515 vs 0.488 ms on an H200, where its ``tl.histogram`` passes, not its reads of the logits, took
-the time); both are in the git history (f3ef205, 56e039f). One program per row then applies its
+(k_max = the largest top_k of the live rows) from kernels/topk.py's ``top_candidates``: a bound
+from chunk maxima, the few logits above it, a top-k of those (its docstring; it replaced
+``torch.topk``, which two earlier Triton top-ks had not beaten). One program per row then applies its
 top-k, top-p (mass measured on what top-k kept, dropped once the better tokens hold >= top_p, as
 ``filter_probs``) and min-p to those k_max values, and draws among them with the noise of their
 token ids: the token the full-vocabulary reference draws with the same noise. Rows with top-p but no
@@ -36,7 +34,7 @@ needs about ten (B, V) operators and a gather copy of the counts.
     temperature only     1 read of the logits
     + min-p              2 reads
     + penalties          + 1 read of the logits, the counts and the mask, 1 float32 write
-    top-k (+ top-p)      torch.topk's passes + 1 read per path the batch mixes
+    top-k (+ top-p)      2 reads (top_candidates) + 1 read per path the batch mixes
                          (rows without top-k: the full draw; greedy rows: argmax); (B, k_max) after
     top-p without top-k  the full sort of filter_probs (tens of passes) + 1 read
 
@@ -274,7 +272,7 @@ def draw(logits: torch.Tensor, seeds: torch.Tensor, positions: torch.Tensor, row
 def _candidates_kernel(val_ptr, ids_ptr, stride_c, rows_ptr, temp_ptr, top_k_ptr, top_p_ptr, min_p_ptr,
                        stride_f, stride_k, seed_ptr, stride_seed, pos_ptr, out_ptr, K,
                        USE_TOP_P: tl.constexpr, USE_MIN_P: tl.constexpr, KP: tl.constexpr):
-    # grid: (B,); a row's K candidates, best first (torch.topk), KP = next power of two >= K
+    # grid: (B,); a row's K candidates, best first (top_candidates), KP = next power of two >= K
     b = tl.program_id(0).to(tl.int64)
     r = tl.load(rows_ptr + b)
     rank = tl.arange(0, KP)
@@ -323,7 +321,7 @@ def draw_candidates(values: torch.Tensor, ids: torch.Tensor, seeds: torch.Tensor
                     rows: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor,
                     top_p: torch.Tensor | None = None, min_p: torch.Tensor | None = None) -> torch.Tensor:
     """One token per row among its top-k candidates: ``values``/``ids`` (B, K) from
-    ``torch.topk(logits, K)`` (K >= every row's top_k), the tables as in `draw` (``top_k`` (N,)
+    ``top_candidates(logits, K)`` or ``torch.topk`` (K >= every row's top_k), the tables as in `draw` (``top_k`` (N,)
     int64; ``top_p``/``min_p`` None: no row uses them). Greedy rows (temperature 0) are drawn at
     temperature 1 here: the caller takes their argmax. Returns (B,) int64 token ids."""
     if values.shape != ids.shape or values.dim() != 2 or not 1 <= values.shape[1] <= MAX_CANDIDATES:

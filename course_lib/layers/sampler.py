@@ -34,8 +34,9 @@ The Sampler runs the same math two ways. On the CPU (and wherever Triton cannot 
 below. On a GPU through course_lib/kernels/sampling.py (its docstring counts the (B, V) passes):
 one fused kernel for min_tokens + penalties, one fused draw that reads the logits once and computes
 the noise in registers (temperature, min-p, greedy rows), and for top-k rows the k_max best
-candidates (up to k = 1,024, by torch.topk: two Triton top-ks lost to it, see kernels/sampling.py)
-filtered (top-k, top-p, min-p) and drawn by one kernel, so no full sort. Rows with top-p but no top-k (or a top-k above 1,024) still sort the whole vocabulary.
+candidates (up to k = 1,024, by kernels/topk.py: two reads of the logits and a top-k of a few
+hundred survivors, no sort) filtered (top-k, top-p, min-p) and drawn by one kernel. Rows with
+top-p but no top-k (or a top-k above 1,024) still sort the whole vocabulary.
 The greedy pick and the full-vocabulary draw record the tokens (positions, counts) in their last
 pass; the other paths record them with two small scatters (``_record``).
 
@@ -56,7 +57,7 @@ from ..config import SamplingParams
 NEG_INF = float("-inf")
 MASK32 = 0xFFFFFFFF
 NOISE_SALT = 0x9E3779B9          # mixed into the seed's low half, so seed 0 does not hash 0 to 0
-MAX_CANDIDATES = 1024            # top-k rows up to this k draw among torch.topk candidates (no sort)
+MAX_CANDIDATES = 1024            # top-k rows up to this k draw among their k best candidates (no sort)
 
 
 def to_device(data, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -287,7 +288,8 @@ class Sampler:
         self._k = None
         if self.kernels:
             from ..kernels import sampling as k                 # Triton loads only where it runs
-            self._k = k
+            from ..kernels.topk import top_candidates
+            self._k, self._top_candidates = k, top_candidates
             if argmax is None:
                 from ..kernels.argmax import argmax
         self.argmax = argmax
@@ -487,9 +489,7 @@ class Sampler:
                                  self.ints[rows, 0], fr[:, TOP_P], fr[:, MIN_P], True, self.any_min_p)
             drawn = k.draw(probs, self.seeds, pos, rows, log_input=True)
             return (torch.where(greedy, self._argmax(x), drawn) if self.any_greedy else drawn), False
-        # torch.topk: 0.49 ms at 256 x 128k on an H200, the largest piece of this path; two Triton
-        # top-ks were no faster there (kernels/sampling.py's docstring)
-        values, ids = x.topk(self.k_max, dim=-1)                                     # (B, k_max)
+        values, ids = self._top_candidates(x, self.k_max)           # (B, k_max), kernels/topk.py
         drawn = k.draw_candidates(values, ids, self.seeds, pos, rows, f[:, TEMP], self.ints[:, 0],
                                   f[:, TOP_P] if self.any_top_p else None, min_p)
         if self.any_plain:                    # rows without top-k draw over the whole vocabulary

@@ -20,8 +20,9 @@ after three untimed calls; ``ms_pipelined`` is the median of the same number of 
 back to back, per call (max(host, device): the cost when the host does not wait for each step).
 ``loop`` rows time the reference (`apply_penalties` + `sample`, one
 request at a time) on the top-p+penalties setting. ``stage`` rows (on CUDA) time pieces of a step
-alone: the top-50 candidates (``torch.topk``, the candidates' top-k) and the token counts' update,
-``index_put_`` with accumulate (it sorts its indices) against the flat ``index_add_`` the Sampler uses. Issue 12's targets at batch 256 over Llama 3's
+alone: the top-50 candidates (``torch.topk`` against kernels/topk.py's ``top_candidates``, the
+Sampler's) and the token counts' update, ``index_put_`` with accumulate (it sorts its indices)
+against the flat ``index_add_`` the Sampler uses. Issue 12's targets at batch 256 over Llama 3's
 128,256-token vocabulary on a GPU: greedy or temperature-only under 0.1 ms, filters with penalties
 under 0.5 ms.
 """
@@ -90,7 +91,9 @@ def stage_steps(vocab: int) -> dict:
     def index_add(logits, prompts, outputs, sampler):
         rows = torch.arange(len(logits), device=logits.device)
         sampler.counts.view(-1).index_add_(0, rows * vocab + rows % vocab, torch.ones_like(rows, dtype=torch.int32))
+    from ...kernels.topk import top_candidates                   # CUDA only, as the stage rows
     return {"top-50: torch.topk": lambda x, *_: x.topk(50, dim=-1),
+            "top-50: top_candidates": lambda x, *_: top_candidates(x, 50),
             "counts: index_put_": index_put, "counts: index_add_": index_add}
 
 
