@@ -95,6 +95,8 @@ def test_graphs_report_ratios_and_acceptance():
     r = bg.figures(info, dict(gb_per_s=2000.0), 1000, rows, 512, 20, 3, False)
     p = r["points"][0]
     assert p["weight_floor_ms"] == pytest.approx(1.0) and p["ratio_to_weight_floor"] == pytest.approx(1.5)
+    # the decode-only floor fraction counts the K/V: 520 tokens x 1,000 bytes = 0.00026 ms at 2,000 GB/s
+    assert p["floor_ms"] == pytest.approx(1.00026) and p["floor_fraction"] == pytest.approx(1.00026 / 1.5)
     acc = r["acceptance"]
     assert acc["applies"] and acc["ok"] and acc["ratio_to_weight_floor"] == 1.5, "graphs mode, batch 1"
     assert "ratio_to_weight_floor" not in r["points"][3] and "weight_floor_ms" in r["points"][3]

@@ -112,8 +112,11 @@ def measure(model, batches, context: int, steps: int, warmup: int, mode: str = "
     budget = max(16384, context)
     prefill_steps = -(-max(batches) * context // budget) + 1     # as time_batch counts them
     max_len = context + warmup + steps + prefill_steps + 8
+    # every sequence's blocks, plus the admission watermark (EngineConfig.watermark, a share of all
+    # blocks kept free while others run): without it the last 8k-token prompt of 32 never got in
+    blocks = max(batches) * -(-max_len // 16) + 8
     cfg = EngineConfig(max_num_seqs=max(batches), max_num_batched_tokens=budget,
-                       num_kv_blocks=max(batches) * -(-max_len // 16) + 8, **MODES[mode])
+                       num_kv_blocks=int(blocks / (1 - EngineConfig.watermark)) + 1, **MODES[mode])
     engine = LLMEngine(model, None, cfg, max_model_len=max_len)
     flags = dict(mode=mode, cuda_graphs=engine.runner.graphs is not None,
                  async_scheduling=engine.async_scheduling)
@@ -139,6 +142,7 @@ def figures(model: dict, copy: dict, kv_bytes_per_token: int, rows: list[dict], 
                                 r.get("context", context), copy["gb_per_s"]))
         if "step_ms" in r:
             r["ratio_to_weight_floor"] = r["step_ms"] / r["weight_floor_ms"]
+            r["floor_fraction"] = r["floor_ms"] / r["step_ms"]    # weights + K/V: long-context decode
         points.append(r)
     return dict(model=model, context=context, steps=steps, warmup=warmup, quick=quick, copy=copy,
                 kv_bytes_per_token=kv_bytes_per_token, points=points,
@@ -238,8 +242,12 @@ def run_cli(args) -> int:
     path = output_path(args, device_info("cuda"), "graphs", args.model)
     report = run(args.model, batches, args.context, 5 if args.quick else args.steps, json_path=path,
                  quick=args.quick, fused=not args.unfused, gemv=not args.no_gemv, modes=modes)
+    for p in report["points"]:
+        if "step_ms" in p:
+            print(f"{p['mode']:>11} batch {p['batch']:>3} at {p['context']} tokens: {p['step_ms']:.3f} ms/step, "
+                  f"floor (weights + K/V) {p['floor_ms']:.3f} ms: {100 * p['floor_fraction']:.0f}% of it")
     acc = report["acceptance"]
-    if acc["applies"]:
+    if acc["applies"] and any(p["batch"] == ACCEPT["batch"] for p in report["points"]):
         print(f"acceptance: batch 1 with graphs at {acc['ratio_to_weight_floor']} x the weight floor "
               f"(target <= {acc['max_ratio_to_weight_floor']}): {'ok' if acc['ok'] else 'MISSED'}")
     print(f"wrote {path}")
