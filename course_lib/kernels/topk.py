@@ -9,21 +9,25 @@ value every one of the k best must reach, keeps the few logits that reach it, an
 
     pass 1, grid (B, tiles):   each program cuts TILE logits into chunks of S and writes each
                                chunk's max, as an order key (below)
-    torch.topk over the (B, V/S) chunk maxima: t = the k-th best. The k best chunk maxima are k
-                               different logits >= t, so each of the row's k best logits is >= t.
+    threshold, grid (B,):      t = the k-th best chunk maximum (a bisection on the key). The k
+                               best chunk maxima are k different logits >= t, so each of the row's
+                               k best logits is >= t.
     pass 2, grid (B, tiles):   each program appends its logits >= t to its row's buffer of CAP
-                               slots (one atomic add per program reserves its slots)
-    repair, grid (B,):         a row with more than CAP survivors (clustered or tied logits) is
-                               selected exactly by one program: a bisection on the order key
-                               (32 counting passes over the row), then the logits above the k-th
-                               best and the ties at it, lowest ids first. Real logits never get here.
-    torch.topk over the (B, CAP) buffer: the k best keys, decoded to (values, ids).
+                               slots (each survivor takes its slot with an atomic add)
+    select, grid (B,):         each survivor's rank among the row's survivors (pairwise compares)
+                               is its place in the output. A row with more than CAP survivors
+                               (clustered or tied logits) is first selected exactly: a bisection
+                               on the order key (32 counting passes over the row), then the logits
+                               above the k-th best and the ties at it, lowest ids first. Real
+                               logits do not get there.
 
-Two reads of the logits and two small top-ks. With C = V / S >= 8k chunks the k best logits fall
-mostly into different chunks: k (1 + k / 2C) survive on average for random logits. Real ones
-cluster (common tokens have low ids): on the embedded model's next-token logits of 8 prompts, 1.3-3.5
-k survived at k = 20 and 50 (31-69 and 64-107; at 4k chunks up to 5.5 k), all within CAP = 256
-slots (tests/test_kernel_topk.py holds that).
+Two reads of the logits, four launches, four allocations and no other torch op: on the H100
+machine's host each torch op cost ~20 us, and at batch 1 that, not the GPU, was the time (a first
+version with torch.topk for the two small selections and torch ops to decode took 0.46 ms there).
+With C = V / S >= 8k chunks the k best logits fall mostly into different chunks: k (1 + k / 2C)
+survive on average for random logits. Real ones cluster (common tokens have low ids): on the
+embedded model's next-token logits of 8 prompts, 1.3-3.5 k survived at k = 20 and 50 (31-69 and
+64-107; at 4k chunks up to 5.5 k), all within CAP = 256 slots (tests/test_kernel_topk.py holds that).
 
 **Order keys.** A float32's bits b, read as int32 and turned by b ^ ((b >> 31) & 0x7FFFFFFF), sort as
 the floats do (negative floats' bits run backwards; -0.0 just below +0.0; NaN is read as +inf first,
@@ -63,40 +67,64 @@ def _survivor(key, cols):
 
 
 @triton.jit
-def _chunk_max_kernel(x_ptr, stride_x, out_ptr, V, num_maxima, TILE: tl.constexpr, S: tl.constexpr):
-    # grid: (B, cdiv(V, TILE)); TILE // S chunk maxima per program
+def _chunk_max_kernel(x_ptr, stride_x, ws_ptr, V, W, TILE: tl.constexpr, S: tl.constexpr):
+    # grid: (B, cdiv(V, TILE)); TILE // S chunk maxima per program, into the row's workspace
     row, tile = tl.program_id(0).to(tl.int64), tl.program_id(1)
     cols = tile * TILE + tl.arange(0, TILE)
     x = tl.load(x_ptr + row * stride_x + cols, mask=cols < V, other=float("-inf")).to(tl.float32)
     m = tl.max(tl.reshape(_order_key(x), (TILE // S, S)), axis=1)
     j = tile * (TILE // S) + tl.arange(0, TILE // S)
-    tl.store(out_ptr + row * num_maxima + j, m)
+    tl.store(ws_ptr + row * W + j, m)
 
 
 @triton.jit
-def _compact_kernel(x_ptr, stride_x, t_ptr, keys_ptr, count_ptr, V, CAP, TILE: tl.constexpr):
-    # grid: (B, cdiv(V, TILE)); appends the logits >= t (and > -inf) to the row's CAP slots
+def _threshold_kernel(ws_ptr, W, NM, keys_ptr, K, CAP: tl.constexpr, FILL: tl.constexpr, CP: tl.constexpr):
+    # grid: (B,); t = the K-th best of the row's NM chunk maxima (CP = next power of two >= NM); the
+    # row's survivor count to 0 and its CAP slots emptied, for pass 2
+    row = tl.program_id(0).to(tl.int64)
+    ws = ws_ptr + row * W
+    c = tl.arange(0, CP)
+    m = tl.load(ws + c, mask=c < NM, other=-2147483648).to(tl.int64)
+    lo = tl.min(m, axis=0)                              # bisection: the largest lo with K maxima >= it
+    hi = lo * 0 + 2147483648
+    for _ in range(32):
+        mid = lo + (hi - lo) // 2
+        enough = tl.sum((m >= mid).to(tl.int32), axis=0) >= K
+        lo, hi = tl.where(enough, mid, lo), tl.where(enough, hi, mid)
+    tl.store(ws + NM, lo.to(tl.int32))
+    tl.store(ws + NM + 1, 0)
+    tl.store(keys_ptr + row * CAP + tl.arange(0, CAP), tl.full((CAP,), FILL, tl.int64))
+
+
+@triton.jit
+def _compact_kernel(x_ptr, stride_x, ws_ptr, W, NM, keys_ptr, V, CAP: tl.constexpr, TILE: tl.constexpr):
+    # grid: (B, cdiv(V, TILE)); appends the logits >= t (and > -inf) to the row's CAP slots. A few
+    # per program survive, so each takes its slot with its own atomic (no scan of the tile).
     row, tile = tl.program_id(0).to(tl.int64), tl.program_id(1)
     cols = tile * TILE + tl.arange(0, TILE)
     x = tl.load(x_ptr + row * stride_x + cols, mask=cols < V, other=float("-inf")).to(tl.float32)
     key = _order_key(x)
-    keep = (key >= tl.load(t_ptr + row)) & (key > NEG_INF_KEY)
-    n = tl.sum(keep.to(tl.int32), axis=0)
-    if n > 0:
-        slot = tl.atomic_add(count_ptr + row, n) + tl.cumsum(keep.to(tl.int32), axis=0) - 1
-        tl.store(keys_ptr + row * CAP + slot, _survivor(key, cols), mask=keep & (slot < CAP))
+    ws = ws_ptr + row * W
+    keep = (key >= tl.load(ws + NM)) & (key > NEG_INF_KEY)
+    slot = tl.atomic_add(ws + NM + 1 + 0 * cols, 1, mask=keep)
+    tl.store(keys_ptr + row * CAP + slot, _survivor(key, cols), mask=keep & (slot < CAP))
 
 
 @triton.jit
-def _repair_kernel(x_ptr, stride_x, t_ptr, keys_ptr, count_ptr, V, K, CAP, FILL: tl.constexpr,
-                   TILE: tl.constexpr):
-    # grid: (B,); rows whose survivors overflowed their CAP slots, selected exactly
+def _select_kernel(x_ptr, stride_x, ws_ptr, W, NM, keys_ptr, val_ptr, ids_ptr, V, K,
+                   CAP: tl.constexpr, FILL: tl.constexpr, TILE: tl.constexpr, JB: tl.constexpr):
+    # grid: (B,); the row's K best survivors, best first, decoded. A row whose survivors overflowed
+    # its slots is first selected exactly (the repair): lo = the K-th best key by bisection, then
+    # the keys above it and the ties at it, lowest ids first. Each slot's place in the output is its
+    # rank: the keys above it, counted JB slots at a time (empty slots tie: the earlier slot first).
     row = tl.program_id(0).to(tl.int64)
-    if tl.load(count_ptr + row) > CAP:
+    s = tl.arange(0, CAP)
+    ws = ws_ptr + row * W
+    if tl.load(ws + NM + 1) > CAP:
         x_row = x_ptr + row * stride_x
-        lo = tl.load(t_ptr + row).to(tl.int64)           # at least K keys >= lo (the chunk maxima)
+        lo = tl.load(ws + NM).to(tl.int64)           # at least K keys >= lo (the chunk maxima)
         hi = lo * 0 + 2147483648                          # no key >= hi
-        for _ in range(32):                               # bisection: lo = the K-th best key
+        for _ in range(32):
             mid = lo + (hi - lo) // 2
             c = lo * 0
             for start in range(0, V, TILE):
@@ -104,10 +132,7 @@ def _repair_kernel(x_ptr, stride_x, t_ptr, keys_ptr, count_ptr, V, K, CAP, FILL:
                 x = tl.load(x_row + cols, mask=cols < V, other=float("-inf")).to(tl.float32)
                 c += tl.sum((_order_key(x).to(tl.int64) >= mid).to(tl.int64), axis=0)
             lo, hi = tl.where(c >= K, mid, lo), tl.where(c >= K, hi, mid)
-        for start in range(0, CAP, TILE):                 # empty the slots
-            s = start + tl.arange(0, TILE)
-            tl.store(keys_ptr + row * CAP + s, tl.full((TILE,), FILL, tl.int64),
-                     mask=s < CAP)
+        tl.store(keys_ptr + row * CAP + s, tl.full((CAP,), FILL, tl.int64))
         m = lo * 0                                        # slots filled: above the K-th, then ties
         for tied in tl.static_range(2):
             for start in range(0, V, TILE):
@@ -118,6 +143,18 @@ def _repair_kernel(x_ptr, stride_x, t_ptr, keys_ptr, count_ptr, V, K, CAP, FILL:
                 slot = m + tl.cumsum(keep.to(tl.int64), axis=0) - 1
                 tl.store(keys_ptr + row * CAP + slot, _survivor(key, cols), mask=keep & (slot < K))
                 m += tl.sum(keep.to(tl.int64), axis=0)
+        tl.debug_barrier()                                # the stores above, before the loads below
+    keys = tl.load(keys_ptr + row * CAP + s)
+    rank = s * 0
+    for j in range(0, CAP, JB):
+        o = j + tl.arange(0, JB)
+        other = tl.load(keys_ptr + row * CAP + o)
+        above = (other[None, :] > keys[:, None]) | ((other[None, :] == keys[:, None]) & (o[None, :] < s[:, None]))
+        rank += tl.sum(above.to(tl.int32), axis=1)
+    okey = (keys >> 32).to(tl.int32)
+    value = (okey ^ ((okey >> 31) & 0x7FFFFFFF)).to(tl.float32, bitcast=True)
+    tl.store(val_ptr + row * K + rank, value, mask=rank < K)
+    tl.store(ids_ptr + row * K + rank, 4294967295 - (keys & 4294967295), mask=rank < K)
 
 
 def chunk_size(V: int, k: int) -> int:
@@ -152,22 +189,23 @@ def _top_candidates(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.T
         raise ValueError(f"k must be in 1..{min(V, MAX_CANDIDATES)} (min of V and {MAX_CANDIDATES}), got {k}")
     dev = logits.device
     S, CAP, tiles = chunk_size(V, k), capacity(k), triton.cdiv(V, TILE)
-    count = torch.zeros(B, dtype=torch.int32, device=dev)
-    if B == 0:
-        return (torch.empty(0, k, device=dev), torch.empty(0, k, dtype=torch.long, device=dev), count)
     num_maxima = tiles * (TILE // S)
-    maxima = torch.empty(B, num_maxima, dtype=torch.int32, device=dev)
-    _chunk_max_kernel[(B, tiles)](logits, logits.stride(0), maxima, V, num_maxima, TILE=TILE, S=S,
-                                  num_warps=8)
-    t = maxima.topk(k, dim=-1, sorted=False).values.amin(dim=-1)                 # (B,) int32
-    keys = torch.full((B, CAP), FILL, dtype=torch.long, device=dev)
-    _compact_kernel[(B, tiles)](logits, logits.stride(0), t, keys, count, V, CAP, TILE=TILE, num_warps=8)
-    _repair_kernel[(B,)](logits, logits.stride(0), t, keys, count, V, k, CAP, FILL=FILL, TILE=TILE,
-                         num_warps=8)
-    best = keys.topk(k, dim=-1).values                                           # sorted, best first
-    okey = (best >> 32).to(torch.int32)
-    values = (okey ^ ((okey >> 31) & 0x7FFFFFFF)).view(torch.float32)
-    return values, LOW - (best & LOW), count
+    work = torch.empty(B, num_maxima + 2, dtype=torch.int32, device=dev)    # per row: maxima, t, count
+    keys = torch.empty(B, CAP, dtype=torch.long, device=dev)
+    values = torch.empty(B, k, dtype=torch.float32, device=dev)
+    ids = torch.empty(B, k, dtype=torch.long, device=dev)
+    if B == 0:
+        return values, ids, work[:, -1]
+    x, stride, W, NM = logits, logits.stride(0), num_maxima + 2, num_maxima
+    # the rank's (CAP, JB) compare tiles: 8,192 keys in registers on a GPU; under the interpreter a
+    # step costs the same at any size, so few large steps
+    _chunk_max_kernel[(B, tiles)](x, stride, work, V, W, TILE=TILE, S=S, num_warps=8)
+    _threshold_kernel[(B,)](work, W, NM, keys, k, CAP=CAP, FILL=FILL, CP=triton.next_power_of_2(NM),
+                            num_warps=4)
+    _compact_kernel[(B, tiles)](x, stride, work, W, NM, keys, V, CAP=CAP, TILE=TILE, num_warps=8)
+    _select_kernel[(B,)](x, stride, work, W, NM, keys, values, ids, V, k, CAP=CAP, FILL=FILL, TILE=TILE,
+                         JB=max(1, 8192 // CAP) if x.is_cuda else min(CAP, 128), num_warps=4)
+    return values, ids, work[:, -1]
 
 
 def top_candidates(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
