@@ -116,6 +116,24 @@ def test_draw_and_argmax_record_what_the_sampler_records(with_counts):
             assert torch.equal(cnt, counts + added)
 
 
+def test_reused_work_buffers_are_left_ready_for_the_next_call():
+    """The Sampler hands one set of `work_buffers` to every step: each row's finished-chunk counter
+    must be back at 0 after a call (else the next call's last program is never found and its
+    tokens are never written), for any batch up to the buffers' rows, draw and greedy alike."""
+    V = 3 * BLOCK + 7
+    seeds, positions, temperature, _ = tables(9, seed=5)
+    work = k.work_buffers(9, V, DEVICE)
+    for step, B in enumerate([4, 9, 1, 9]):
+        x = randn(B, V, seed=step)
+        rows = torch.randperm(9, generator=torch.Generator().manual_seed(step))[:B].to(DEVICE)
+        got = k.draw(x, seeds, positions, rows, temperature, work=work)
+        assert torch.equal(got, k.draw_ref(x, seeds, positions, rows, temperature)), step
+        assert torch.equal(k.argmax_record(x, rows, positions.clone(), work=work), x.argmax(-1)), step
+        assert not work[2].any(), "every row's counter back at 0"
+    with pytest.raises(ValueError, match="work buffers hold 9 rows"):
+        k.draw(randn(10, V), seeds, positions, torch.arange(9, device=DEVICE).repeat(2)[:10], work=work)
+
+
 def test_draw_follows_the_reference_sampler_over_many_positions():
     """The kernel (logit - log E) and the reference sampler (p / E) are the same race: over 40
     positions of one row, the same tokens, and more than one of them."""

@@ -22,15 +22,23 @@ BLOCK = 4096   # logits per program in pass 1: a 128k vocabulary is 32 programs 
 
 
 @triton.jit
-def _argmax_chunks_kernel(x_ptr, val_ptr, idx_ptr, V, stride_x, num_chunks, BLOCK: tl.constexpr):
-    # grid: (B, num_chunks)
-    row, chunk = tl.program_id(0).to(tl.int64), tl.program_id(1)
+def chunk_argmax(x_ptr, row, chunk, V, stride_x, BLOCK: tl.constexpr):
+    """Pass 1's work for one program: (the max of logits [chunk * BLOCK, +BLOCK) of ``row``, its
+    first index in the row). kernels/sampling.py's greedy pick calls it too."""
     cols = chunk * BLOCK + tl.arange(0, BLOCK)
     x = tl.load(x_ptr + row * stride_x + cols, mask=cols < V, other=float("-inf")).to(tl.float32)
     x = tl.where(x != x, float("inf"), x)                     # NaN is the maximum, as in torch
     best, at = tl.max(x, axis=0, return_indices=True)         # ties: the first index
+    return best, chunk * BLOCK + at
+
+
+@triton.jit
+def _argmax_chunks_kernel(x_ptr, val_ptr, idx_ptr, V, stride_x, num_chunks, BLOCK: tl.constexpr):
+    # grid: (B, num_chunks)
+    row, chunk = tl.program_id(0).to(tl.int64), tl.program_id(1)
+    best, at = chunk_argmax(x_ptr, row, chunk, V, stride_x, BLOCK)
     tl.store(val_ptr + row * num_chunks + chunk, best)
-    tl.store(idx_ptr + row * num_chunks + chunk, chunk * BLOCK + at)
+    tl.store(idx_ptr + row * num_chunks + chunk, at)
 
 
 @triton.jit

@@ -6,10 +6,14 @@ logs, the Gumbel-max trick: argmax_i (logit_i / T - log E_i). So a draw needs no
 (B, V) probability tensor and no (B, V) random tensor: each program reads its logits once, computes
 E_i = -log(u_i) from a hash of (row seed, row position, token id) in registers (``race_noise`` in
 course_lib/layers/sampler.py is the same hash in torch, bit for bit), and keeps the best score.
-Like argmax.py, two passes spread a row over the GPU, so batch 1 is fast too:
+Like argmax.py, a row is spread over the GPU in chunks, so batch 1 is fast too, but in one launch:
 
-    pass 1, grid (B, chunks):  each program scores BLOCK logits, keeps the max score and its index
-    pass 2, grid (B,):         each row picks its first chunk holding the overall max (argmax.py's)
+    grid (B, chunks):  each program scores BLOCK logits and stores the max score and its index;
+                       the row's last program to finish (an atomic counter per row) picks the
+                       first chunk holding the overall max (argmax.py's pass 2) and records it
+
+One launch instead of two matters on the host, where at small batch a sampling step's time goes:
+every launch and every torch op costs microseconds of Python, whatever its size.
 
 Temperature 0 rows score the plain logit (no noise): the result is torch's argmax. min-p, in logit
 space, keeps logit / T >= max / T + log(min_p); it needs the row max first, one more pass (the
@@ -52,7 +56,7 @@ from triton.language.extra.cuda import libdevice as cuda_libdevice
 
 from ..layers.sampler import MAX_CANDIDATES, race_noise   # pure torch: the CPU path imports no Triton
 from ..layers.sampler import penalize_rows as penalize_ref   # noqa: F401  (the kernel's reference)
-from .argmax import BLOCK, chunk_maxima
+from .argmax import BLOCK, chunk_argmax, chunk_maxima
 from .checks import check_logits, check_runnable
 
 PENALTY_BLOCK = 2048   # logits per program of the penalties kernel
@@ -140,9 +144,11 @@ def race_noise_triton(seeds: torch.Tensor, positions: torch.Tensor, V: int) -> t
 @triton.jit
 def _draw_chunks_kernel(x_ptr, stride_x, rows_ptr, temp_ptr, stride_temp, min_p_ptr, stride_min_p,
                         chunk_max_ptr, seed_ptr, stride_seed, pos_ptr, val_ptr, idx_ptr, V, num_chunks,
-                        USE_MIN_P: tl.constexpr, LOG_INPUT: tl.constexpr, CHUNKS: tl.constexpr,
-                        BLOCK: tl.constexpr):
-    # grid: (B, num_chunks); row b of x belongs to entry rows[b] of the tables
+                        done_ptr, out_ptr, num_gen_ptr, counts_ptr, stride_counts,
+                        USE_MIN_P: tl.constexpr, LOG_INPUT: tl.constexpr, RECORD: tl.constexpr,
+                        HAS_COUNTS: tl.constexpr, CHUNKS: tl.constexpr, BLOCK: tl.constexpr):
+    # grid: (B, num_chunks); row b of x belongs to entry rows[b] of the tables; each row's last
+    # program picks its token (_finish_row)
     b, chunk = tl.program_id(0).to(tl.int64), tl.program_id(1)
     r = tl.load(rows_ptr + b)
     cols = chunk * BLOCK + tl.arange(0, BLOCK)
@@ -166,6 +172,8 @@ def _draw_chunks_kernel(x_ptr, stride_x, rows_ptr, temp_ptr, stride_temp, min_p_
     best, at = tl.max(score, axis=0, return_indices=True)     # ties: the first index
     tl.store(val_ptr + b * num_chunks + chunk, best)
     tl.store(idx_ptr + b * num_chunks + chunk, chunk * BLOCK + at)
+    _finish_row(b, val_ptr, idx_ptr, num_chunks, done_ptr, out_ptr, rows_ptr, num_gen_ptr, counts_ptr,
+                stride_counts, RECORD, HAS_COUNTS, CHUNKS)
 
 
 def draw_ref(logits, seeds, positions, rows=None, temperature=None, min_p=None, log_input=False):
@@ -186,51 +194,86 @@ def draw_ref(logits, seeds, positions, rows=None, temperature=None, min_p=None, 
 
 
 @triton.jit
-def _pick_record_kernel(val_ptr, idx_ptr, out_ptr, num_chunks, rows_ptr, num_gen_ptr, counts_ptr, stride_counts,
-                        RECORD: tl.constexpr, HAS_COUNTS: tl.constexpr, CHUNKS: tl.constexpr):
-    # grid: (B,); argmax.py's pass 2, then (RECORD) the Sampler's history of the row's entry rows[b]:
-    # one more generated token, and its count. A step has each entry once, so no atomics are needed.
-    b = tl.program_id(0).to(tl.int64)
-    c = tl.arange(0, CHUNKS)
-    vals = tl.load(val_ptr + b * num_chunks + c, mask=c < num_chunks, other=float("-inf"))
-    _, first = tl.max(vals, axis=0, return_indices=True)      # the first chunk holding the max
-    token = tl.load(idx_ptr + b * num_chunks + first).to(tl.int64)
-    tl.store(out_ptr + b, token)
-    if RECORD:
-        r = tl.load(rows_ptr + b).to(tl.int64)
-        tl.store(num_gen_ptr + r, tl.load(num_gen_ptr + r) + 1)
-        if HAS_COUNTS:
-            at = counts_ptr + r * stride_counts + token
-            tl.store(at, tl.load(at) + 1)
+def _finish_row(b, val_ptr, idx_ptr, num_chunks, done_ptr, out_ptr, rows_ptr, num_gen_ptr, counts_ptr,
+                stride_counts, RECORD: tl.constexpr, HAS_COUNTS: tl.constexpr, CHUNKS: tl.constexpr):
+    # After a program stored its chunk's best: the row's last program to get here (a counter per
+    # row) does argmax.py's pass 2, picking the first chunk holding the max, and resets the
+    # counter for the next call; then (RECORD) the Sampler's history of the row's entry rows[b]: one
+    # more generated token, and its count (a step has each entry once: no atomics needed there).
+    tl.debug_barrier()                                       # the chunk's stores, then the release
+    if tl.atomic_add(done_ptr + b, 1, sem="acq_rel") == num_chunks - 1:
+        c = tl.arange(0, CHUNKS)
+        vals = tl.load(val_ptr + b * num_chunks + c, mask=c < num_chunks, other=float("-inf"),
+                       cache_modifier=".cg")                 # other programs' stores: past L1
+        _, first = tl.max(vals, axis=0, return_indices=True)
+        token = tl.load(idx_ptr + b * num_chunks + first, cache_modifier=".cg").to(tl.int64)
+        tl.store(out_ptr + b, token)
+        tl.store(done_ptr + b, 0)
+        if RECORD:
+            r = tl.load(rows_ptr + b).to(tl.int64)
+            tl.store(num_gen_ptr + r, tl.load(num_gen_ptr + r) + 1)
+            if HAS_COUNTS:
+                at = counts_ptr + r * stride_counts + token
+                tl.store(at, tl.load(at) + 1)
 
 
-def _pick(vals, idx, out, rows, record) -> None:
-    """Pass 2 of `draw` and `argmax_record`: each row's token into ``out``, and with ``record`` =
-    (num_generated (N,) int32, counts (N, V) int32 or None) the Sampler's update of both."""
-    B, num_chunks = vals.shape
-    num_gen, counts = record if record is not None else (out, None)
-    _pick_record_kernel[(B,)](vals, idx, out, num_chunks, rows, num_gen, out if counts is None else counts,
-                              0 if counts is None else counts.stride(0), RECORD=record is not None,
-                              HAS_COUNTS=counts is not None, CHUNKS=triton.next_power_of_2(num_chunks))
+@triton.jit
+def _argmax_record_kernel(x_ptr, stride_x, V, val_ptr, idx_ptr, num_chunks, done_ptr, out_ptr, rows_ptr,
+                          num_gen_ptr, counts_ptr, stride_counts, HAS_COUNTS: tl.constexpr,
+                          CHUNKS: tl.constexpr, BLOCK: tl.constexpr):
+    # grid: (B, num_chunks); argmax.py's pass 1, and each row's last program finishes the row
+    b, chunk = tl.program_id(0).to(tl.int64), tl.program_id(1)
+    best, at = chunk_argmax(x_ptr, b, chunk, V, stride_x, BLOCK)
+    tl.store(val_ptr + b * num_chunks + chunk, best)
+    tl.store(idx_ptr + b * num_chunks + chunk, at)
+    _finish_row(b, val_ptr, idx_ptr, num_chunks, done_ptr, out_ptr, rows_ptr, num_gen_ptr, counts_ptr,
+                stride_counts, True, HAS_COUNTS, CHUNKS)
+
+
+def work_buffers(rows: int, V: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Scratch for `draw` and `argmax_record` over up to ``rows`` rows of a V vocabulary: each
+    chunk's best (float32, int32) and each row's finished-chunk counter (int32, zero between calls:
+    the kernels leave it so). The Sampler keeps one set; a call without one allocates its own."""
+    n = triton.cdiv(V, BLOCK)
+    return (torch.empty(rows, n, dtype=torch.float32, device=device),
+            torch.empty(rows, n, dtype=torch.int32, device=device),
+            torch.zeros(rows, dtype=torch.int32, device=device))
+
+
+def _work(work, B: int, V: int, device):
+    if work is None:
+        return work_buffers(B, V, device)
+    vals, idx, done = work
+    if len(done) < B or vals.shape[1] != triton.cdiv(V, BLOCK):
+        raise ValueError(f"work buffers hold {len(done)} rows of {vals.shape[1]} chunks; this call needs "
+                         f"{B} rows of {triton.cdiv(V, BLOCK)}")
+    return work
 
 
 def argmax_record(logits: torch.Tensor, rows: torch.Tensor, num_generated: torch.Tensor,
-                  counts: torch.Tensor | None = None) -> torch.Tensor:
+                  counts: torch.Tensor | None = None, work: tuple | None = None) -> torch.Tensor:
     """kernels.argmax's greedy pick, (B,) int64, that also records it as the Sampler's ``_record``
     does: ``num_generated[rows] += 1`` and ``counts[rows, token] += 1`` (counts None: no counts).
-    One launch less than argmax + ``_record`` (at batch 1 a step is launches, not bandwidth)."""
+    One launch: each row's last chunk program picks and records (at batch 1 a step is launches, not
+    bandwidth). ``work``: `work_buffers` to reuse (default: allocated here)."""
     logits = check_logits(logits)
     check_runnable("logits", logits, dict(rows=rows, num_generated=num_generated, counts=counts))
-    out = torch.empty(len(logits), dtype=torch.long, device=logits.device)
-    if len(logits) == 0:
+    B, V = logits.shape
+    out = torch.empty(B, dtype=torch.long, device=logits.device)
+    if B == 0:
         return out
-    _pick(*chunk_maxima(logits), out, rows, (num_generated, counts))
+    vals, idx, done = _work(work, B, V, logits.device)
+    num_chunks = vals.shape[1]
+    _argmax_record_kernel[(B, num_chunks)](
+        logits, logits.stride(0), V, vals, idx, num_chunks, done, out, rows, num_generated,
+        out if counts is None else counts, 0 if counts is None else counts.stride(0),
+        HAS_COUNTS=counts is not None, CHUNKS=triton.next_power_of_2(num_chunks), BLOCK=BLOCK, num_warps=8)
     return out
 
 
 def draw(logits: torch.Tensor, seeds: torch.Tensor, positions: torch.Tensor, rows: torch.Tensor | None = None,
          temperature: torch.Tensor | None = None, min_p: torch.Tensor | None = None,
-         log_input: bool = False, record: tuple | None = None) -> torch.Tensor:
+         log_input: bool = False, record: tuple | None = None, work: tuple | None = None) -> torch.Tensor:
     """One token per row of ``logits`` (B, V) (any float dtype): (B,) int64.
 
     Tables of N entries, row b of ``logits`` using entry ``rows[b]`` (default b): ``seeds`` (N, 2)
@@ -239,7 +282,8 @@ def draw(logits: torch.Tensor, seeds: torch.Tensor, positions: torch.Tensor, row
     columns of a wider table. ``log_input``: ``logits`` holds filtered probabilities; draw from them.
     ``record``: (num_generated (N,) int32, counts (N, V) int32 or None) to update as the Sampler's
     ``_record`` does, in the same launch that picks the tokens (``positions`` may be num_generated:
-    pass 1 has read it before pass 2 writes)."""
+    a row's last program writes it after every program of the row has read it). ``work``:
+    `work_buffers` to reuse (default: allocated here). One launch (two with min-p)."""
     logits = check_logits(logits)
     check_runnable("logits", logits, dict(seeds=seeds, positions=positions, rows=rows,
                                           temperature=temperature, min_p=min_p))
@@ -252,17 +296,17 @@ def draw(logits: torch.Tensor, seeds: torch.Tensor, positions: torch.Tensor, row
         raise ValueError(f"seeds must be (N, 2) int64 (low, high halves), got {tuple(seeds.shape)} {seeds.dtype}")
     if temperature is None:
         temperature = torch.ones((), device=logits.device).expand(len(seeds))   # stride 0
-    num_chunks = triton.cdiv(V, BLOCK)
-    vals = torch.empty(B, num_chunks, dtype=torch.float32, device=logits.device)
-    idx = torch.empty(B, num_chunks, dtype=torch.int32, device=logits.device)
+    vals, idx, done = _work(work, B, V, logits.device)
+    num_chunks = vals.shape[1]
     chunk_max = vals if min_p is None else chunk_maxima(logits)[0]   # the row max first: argmax's pass 1
+    num_gen, counts = record if record is not None else (out, None)
     _draw_chunks_kernel[(B, num_chunks)](
         logits, logits.stride(0), rows, temperature, temperature.stride(0),
         temperature if min_p is None else min_p, 0 if min_p is None else min_p.stride(0), chunk_max,
-        seeds, seeds.stride(0), positions, vals, idx, V, num_chunks,
-        USE_MIN_P=min_p is not None, LOG_INPUT=log_input, CHUNKS=triton.next_power_of_2(num_chunks),
-        BLOCK=BLOCK, num_warps=8)
-    _pick(vals, idx, out, rows, record)
+        seeds, seeds.stride(0), positions, vals, idx, V, num_chunks, done, out, num_gen,
+        out if counts is None else counts, 0 if counts is None else counts.stride(0),
+        USE_MIN_P=min_p is not None, LOG_INPUT=log_input, RECORD=record is not None,
+        HAS_COUNTS=counts is not None, CHUNKS=triton.next_power_of_2(num_chunks), BLOCK=BLOCK, num_warps=8)
     return out
 
 

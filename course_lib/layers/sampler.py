@@ -329,6 +329,8 @@ class Sampler:
             new[:old] = t
             return new
         self.num_generated = grown(self.num_generated)
+        if self._k is not None:                # the kernels' scratch, reused by every step
+            self._work = self._k.work_buffers(capacity, self.vocab_size, self.device)
         self.counts, self.prompt_mask, self.stop_ids = map(grown, (self.counts, self.prompt_mask,
                                                                   self.stop_ids))
         self.capacity = capacity
@@ -442,7 +444,8 @@ class Sampler:
         recorded = False                        # the kernels' last pass may record the tokens itself
         if not self.any_random:
             if self.kernels:
-                tokens, recorded = self._k.argmax_record(x, rows, self.num_generated, self.counts), True
+                tokens = self._k.argmax_record(x, rows, self.num_generated, self.counts, self._work)
+                recorded = True
             else:
                 tokens = self._argmax(x)
         elif self.kernels:
@@ -481,19 +484,21 @@ class Sampler:
         k, f, pos = self._k, self.floats, self.num_generated
         min_p = f[:, MIN_P] if self.any_min_p else None
         if self.draw_path == "full":                        # greedy rows come out as the argmax
-            return k.draw(x, self.seeds, pos, rows, f[:, TEMP], min_p, record=(pos, self.counts)), True
+            return k.draw(x, self.seeds, pos, rows, f[:, TEMP], min_p, record=(pos, self.counts),
+                          work=self._work), True
         if self.draw_path == "sort":
             fr = f[rows]
             greedy = fr[:, TEMP] == 0
             probs = filter_probs(x.float() / torch.where(greedy, 1.0, fr[:, TEMP])[:, None],
                                  self.ints[rows, 0], fr[:, TOP_P], fr[:, MIN_P], True, self.any_min_p)
-            drawn = k.draw(probs, self.seeds, pos, rows, log_input=True)
+            drawn = k.draw(probs, self.seeds, pos, rows, log_input=True, work=self._work)
             return (torch.where(greedy, self._argmax(x), drawn) if self.any_greedy else drawn), False
         values, ids = self._top_candidates(x, self.k_max)           # (B, k_max), kernels/topk.py
         drawn = k.draw_candidates(values, ids, self.seeds, pos, rows, f[:, TEMP], self.ints[:, 0],
                                   f[:, TOP_P] if self.any_top_p else None, min_p)
         if self.any_plain:                    # rows without top-k draw over the whole vocabulary
-            drawn = torch.where(self._top_k_rows, drawn, k.draw(x, self.seeds, pos, rows, f[:, TEMP], min_p))
+            drawn = torch.where(self._top_k_rows, drawn, k.draw(x, self.seeds, pos, rows, f[:, TEMP], min_p,
+                                                                work=self._work))
         elif self.any_greedy:
             drawn = torch.where(self._top_k_rows, drawn, self._argmax(x))
         return drawn, False
