@@ -92,17 +92,22 @@ def test_draw_indexes_the_tables_through_rows_and_strided_columns():
 
 @pytest.mark.parametrize("with_counts", [False, True], ids=["positions", "positions+counts"])
 def test_draw_and_argmax_record_what_the_sampler_records(with_counts):
-    """``record=``: the tokens are the same as without it, and the tables change exactly as the
-    Sampler's _record changes them (one more position per row, one more count of its token), at the
-    rows' entries only; the positions the draw read are the ones before the step."""
+    """``record=`` (draw, argmax_record, draw_candidates): the tokens are the same as without it,
+    and the tables change exactly as the Sampler's _record changes them (one more position per row,
+    one more count of its token), at the rows' entries only; the positions the draw read are the
+    ones before the step."""
     x = randn(4, 2 * BLOCK + 5)
     seeds, positions, temperature, min_p = tables(9, seed=3)
     positions = positions % 1000
     rows = torch.tensor([6, 2, 0, 8], device=DEVICE)
     counts = torch.randint(0, 3, (9, x.shape[1]), dtype=torch.int32, device=DEVICE) if with_counts else None
+    values, ids = x.topk(20, dim=-1)
+    top_k = torch.full((9,), 20, device=DEVICE)
     for fn in (lambda rec: k.draw(x, seeds, positions, rows, temperature, min_p, record=rec),
                lambda rec: k.argmax_record(x, rows, *rec) if rec else k.draw(x, seeds, positions, rows,
-                                                                           torch.zeros(9, device=DEVICE))):
+                                                                           torch.zeros(9, device=DEVICE)),
+               lambda rec: k.draw_candidates(values, ids, seeds, rec[0] if rec else positions, rows,
+                                             temperature, top_k, None, min_p, rec and rec[1], record=bool(rec))):
         want = fn(None)
         pos, cnt = positions.clone(), None if counts is None else counts.clone()
         got = fn((pos, cnt))

@@ -314,8 +314,9 @@ def draw(logits: torch.Tensor, seeds: torch.Tensor, positions: torch.Tensor, row
 
 @triton.jit
 def _candidates_kernel(val_ptr, ids_ptr, stride_c, rows_ptr, temp_ptr, top_k_ptr, top_p_ptr, min_p_ptr,
-                       stride_f, stride_k, seed_ptr, stride_seed, pos_ptr, out_ptr, K,
-                       USE_TOP_P: tl.constexpr, USE_MIN_P: tl.constexpr, KP: tl.constexpr):
+                       stride_f, stride_k, seed_ptr, stride_seed, pos_ptr, out_ptr, K, counts_ptr,
+                       stride_counts, USE_TOP_P: tl.constexpr, USE_MIN_P: tl.constexpr,
+                       RECORD: tl.constexpr, HAS_COUNTS: tl.constexpr, KP: tl.constexpr):
     # grid: (B,); a row's K candidates, best first (top_candidates), KP = next power of two >= K
     b = tl.program_id(0).to(tl.int64)
     r = tl.load(rows_ptr + b)
@@ -336,7 +337,13 @@ def _candidates_kernel(val_ptr, ids_ptr, stride_c, rows_ptr, temp_ptr, top_k_ptr
     ids = tl.load(ids_ptr + b * stride_c + rank, mask=rank < K, other=0)
     score = x + _neg_log_race(_row_key(seed_ptr + r * stride_seed, tl.load(pos_ptr + r)), ids)
     _, at = tl.max(score, axis=0, return_indices=True)
-    tl.store(out_ptr + b, tl.load(ids_ptr + b * stride_c + at).to(tl.int64))
+    token = tl.load(ids_ptr + b * stride_c + at).to(tl.int64)
+    tl.store(out_ptr + b, token)
+    if RECORD:                                                # as _finish_row: positions, counts
+        tl.store(pos_ptr + r, tl.load(pos_ptr + r) + 1)
+        if HAS_COUNTS:
+            at_count = counts_ptr + r * stride_counts + token
+            tl.store(at_count, tl.load(at_count) + 1)
 
 
 def candidate_logits_ref(values, temperature, top_k, top_p=None, min_p=None):
@@ -363,15 +370,18 @@ def draw_candidates_ref(values, ids, seeds, positions, rows, temperature, top_k,
 
 def draw_candidates(values: torch.Tensor, ids: torch.Tensor, seeds: torch.Tensor, positions: torch.Tensor,
                     rows: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor,
-                    top_p: torch.Tensor | None = None, min_p: torch.Tensor | None = None) -> torch.Tensor:
+                    top_p: torch.Tensor | None = None, min_p: torch.Tensor | None = None,
+                    counts: torch.Tensor | None = None, record: bool = False) -> torch.Tensor:
     """One token per row among its top-k candidates: ``values``/``ids`` (B, K) from
     ``top_candidates(logits, K)`` or ``torch.topk`` (K >= every row's top_k), the tables as in `draw` (``top_k`` (N,)
     int64; ``top_p``/``min_p`` None: no row uses them). Greedy rows (temperature 0) are drawn at
-    temperature 1 here: the caller takes their argmax. Returns (B,) int64 token ids."""
+    temperature 1 here: the caller takes their argmax. Returns (B,) int64 token ids. ``record``:
+    also do the Sampler's ``_record`` (``positions`` is then its num_generated: +1 at each row's
+    entry, after the row's program read it; and ``counts[entry, token] += 1`` unless None)."""
     if values.shape != ids.shape or values.dim() != 2 or not 1 <= values.shape[1] <= MAX_CANDIDATES:
         raise ValueError(f"values and ids must both be (B, K) with 1 <= K <= {MAX_CANDIDATES}, got "
                          f"{tuple(values.shape)} and {tuple(ids.shape)}")
-    check_runnable("values", values, dict(ids=ids, seeds=seeds, positions=positions, rows=rows))
+    check_runnable("values", values, dict(ids=ids, seeds=seeds, positions=positions, rows=rows, counts=counts))
     B, K = values.shape
     out = torch.empty(B, dtype=torch.long, device=values.device)
     if B == 0:
@@ -383,8 +393,9 @@ def draw_candidates(values: torch.Tensor, ids: torch.Tensor, seeds: torch.Tensor
     _candidates_kernel[(B,)](values, ids, values.stride(0), rows, temperature, top_k,
                              temperature if top_p is None else top_p, temperature if min_p is None else min_p,
                              f_stride, top_k.stride(0), seeds, seeds.stride(0), positions, out, K,
-                             USE_TOP_P=top_p is not None, USE_MIN_P=min_p is not None,
-                             KP=max(16, triton.next_power_of_2(K)))
+                             out if counts is None else counts, 0 if counts is None else counts.stride(0),
+                             USE_TOP_P=top_p is not None, USE_MIN_P=min_p is not None, RECORD=record,
+                             HAS_COUNTS=record and counts is not None, KP=max(16, triton.next_power_of_2(K)))
     return out
 
 

@@ -37,8 +37,9 @@ the noise in registers (temperature, min-p, greedy rows), and for top-k rows the
 candidates (up to k = 1,024, by kernels/topk.py: two reads of the logits and a top-k of a few
 hundred survivors, no sort) filtered (top-k, top-p, min-p) and drawn by one kernel. Rows with
 top-p but no top-k (or a top-k above 1,024) still sort the whole vocabulary.
-The greedy pick and the full-vocabulary draw record the tokens (positions, counts) in their last
-pass; the other paths record them with two small scatters (``_record``).
+The greedy pick, the full-vocabulary draw and a batch drawn among candidates alone record the
+tokens (positions, counts) in their last pass; the other paths (batches that mix paths, the sort)
+record them with two small scatters (``_record``).
 
 Memory: the token counts are (rows, vocab) int32 and the prompt mask (rows, vocab) bool, allocated
 the first time a request asks for a penalty: 256 rows x 128k vocabulary = 128 MiB + 32 MiB.
@@ -494,8 +495,11 @@ class Sampler:
             drawn = k.draw(probs, self.seeds, pos, rows, log_input=True, work=self._work)
             return (torch.where(greedy, self._argmax(x), drawn) if self.any_greedy else drawn), False
         values, ids = self._top_candidates(x, self.k_max)           # (B, k_max), kernels/topk.py
+        alone = not (self.any_plain or self.any_greedy)             # no other path's tokens to merge
         drawn = k.draw_candidates(values, ids, self.seeds, pos, rows, f[:, TEMP], self.ints[:, 0],
-                                  f[:, TOP_P] if self.any_top_p else None, min_p)
+                                  f[:, TOP_P] if self.any_top_p else None, min_p, self.counts, record=alone)
+        if alone:
+            return drawn, True
         if self.any_plain:                    # rows without top-k draw over the whole vocabulary
             drawn = torch.where(self._top_k_rows, drawn, k.draw(x, self.seeds, pos, rows, f[:, TEMP], min_p,
                                                                 work=self._work))
