@@ -11,6 +11,7 @@ import torch
 from course_lib.__main__ import build_parser, main
 from course_lib.perf import harness
 from course_lib.perf.benchmarks import BENCHMARKS, load
+from course_lib.perf.benchmarks.graphs import topic as graphs_topic
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "data/results"
@@ -71,7 +72,8 @@ def test_every_recorded_report_loads_and_is_named_by_the_rule(path):
     assert r["benchmark"] in BENCHMARKS + ("rate_sweep", "profile"), r["benchmark"]  # profile: `python -m course_lib profile`
     assert r["command"] is None or r["command"].startswith("python -m course_lib "), r["command"]
     topic = {"serving": r.get("workload", {}).get("name"),
-             "rate_sweep": f"rates-{r.get('workload', {}).get('name')}"}.get(r["benchmark"], r["benchmark"])
+             "rate_sweep": f"rates-{r.get('workload', {}).get('name')}",
+             "graphs": graphs_topic(r.get("context", 512))}.get(r["benchmark"], r["benchmark"])
     model = r.get("model", {}).get("name") if isinstance(r.get("model"), dict) else None
     named = {harness.report_path(RESULTS, r["device"], topic), harness.report_path(RESULTS, r["device"], topic, model)}
     assert path in named, (path.name, sorted(p.name for p in named))

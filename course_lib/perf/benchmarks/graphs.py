@@ -42,7 +42,13 @@ QUICK_BATCHES = (1, 8, 64)
 MODES = {"graphs": dict(cuda_graphs=True, async_scheduling=None),          # None: the engine's default
          "graphs-sync": dict(cuda_graphs=True, async_scheduling=False),
          "eager": dict(cuda_graphs=False, async_scheduling=None)}
+CONTEXT = 512                 # prompt tokens per sequence by default
 ACCEPT = dict(model="llama-3.2-1b", batch=1, mode="graphs", max_ratio_to_weight_floor=2.0)
+
+
+def topic(context: int) -> str:
+    """The file-naming topic: ``graphs``, or ``graphs-ctx<N>`` away from the default 512 tokens."""
+    return "graphs" if context == CONTEXT else f"graphs-ctx{context}"
 
 
 def floors_ms(weight_bytes, kv_bytes_per_token, batch, context, gb_per_s) -> dict:
@@ -180,7 +186,7 @@ def summary_table(reports: dict):
     return out
 
 
-def run(model_name="qwen3-0.6b", batches=BATCHES, context=512, steps=20, warmup=3, dtype=torch.bfloat16,
+def run(model_name="qwen3-0.6b", batches=BATCHES, context=CONTEXT, steps=20, warmup=3, dtype=torch.bfloat16,
         json_path=None, quick=False, fused=True, gemv=True, modes=tuple(MODES), log=print) -> dict:
     """Every mode in ``modes`` on one random-weight model. ``fused``: the Triton kernels of Days 9 and
     14 (``LlamaModel.use_fused_kernels(fused, gemv)``; on, as the engine runs by default on a GPU).
@@ -214,7 +220,7 @@ def run(model_name="qwen3-0.6b", batches=BATCHES, context=512, steps=20, warmup=
 def add_arguments(p) -> None:
     p.add_argument("--model", default="qwen3-0.6b", help="a registry name (random weights of its shape)")
     p.add_argument("--batches", help="comma-separated batch sizes (default 1,2,4,...,256)")
-    p.add_argument("--context", type=int, default=512, help="prompt tokens per sequence")
+    p.add_argument("--context", type=int, default=CONTEXT, help="prompt tokens per sequence")
     p.add_argument("--steps", type=int, default=20, help="timed decode steps per batch size")
     p.add_argument("--quick", action="store_true", help=f"batches {QUICK_BATCHES}, 5 steps (for tests)")
     p.add_argument("--unfused", action="store_true",
@@ -239,7 +245,7 @@ def run_cli(args) -> int:
         raise ValueError(f"--batches must be comma-separated integers, got {args.batches!r}") from None
     if not torch.cuda.is_available():
         raise ValueError("bench graphs needs a CUDA GPU: graphs and launch overhead are GPU matters")
-    path = output_path(args, device_info("cuda"), "graphs", args.model)
+    path = output_path(args, device_info("cuda"), topic(args.context), args.model)
     report = run(args.model, batches, args.context, 5 if args.quick else args.steps, json_path=path,
                  quick=args.quick, fused=not args.unfused, gemv=not args.no_gemv, modes=modes)
     for p in report["points"]:
