@@ -12,7 +12,8 @@ import torch
 from course_lib.config import SamplingParams
 from course_lib.kernels import sampling as k
 from course_lib.kernels.argmax import BLOCK
-from course_lib.layers.sampler import (Sampler, apply_penalties, filter_probs, mask_stop_tokens, race_bits,
+from course_lib.layers.batch_sampler import Sampler
+from course_lib.layers.sampler import (apply_penalties, filter_probs, mask_stop_tokens, race_bits,
                                        race_noise, sample, seed_halves)
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"

@@ -19,7 +19,8 @@ from course_lib.kv.kv_cache_manager import KVCacheManager
 from course_lib.kv.contiguous import ContiguousKVCache
 from course_lib.kv.paged import (PagedAttentionContext, PagedKVCache, paged_attention_ref,
                                  paged_decode_torch)
-from course_lib.layers.sampler import Sampler, apply_filters, sample
+from course_lib.layers.batch_sampler import Sampler
+from course_lib.layers.sampler import apply_filters, sample
 from course_lib.models.llama import LlamaModel
 from course_lib.models.loader import init_random_
 

@@ -10,7 +10,8 @@ from transformers import (MinNewTokensLengthLogitsProcessor, MinPLogitsWarper, R
                           TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper)
 
 from course_lib.config import SamplingParams
-from course_lib.layers.sampler import (Sampler, apply_filters, apply_penalties, filter_probs, mask_stop_tokens,
+from course_lib.layers.batch_sampler import Sampler
+from course_lib.layers.sampler import (apply_filters, apply_penalties, filter_probs, mask_stop_tokens,
                                        race_noise, sample, seed_halves)
 
 V = 64

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from ..kv.paged import PagedAttentionContext, PagedKVCache, paged_attention_torch, paged_decode_torch
-from ..layers.sampler import SampleOutput, Sampler, to_device
+from ..layers.batch_sampler import SampleOutput, Sampler
+from ..layers.sampler import to_device
 from ..models.llama import LlamaModel
 from .profiling import phase
 from .inputs import StepInputs, TokenFix, fill_rows

@@ -53,7 +53,7 @@ def make_state(B: int, vocab: int, params, device, seed: int = 0):
     """(logits (B, V) on ``device``, prompts as lists, empty output histories, a Sampler holding the
     same B rows). The Sampler gets the Triton argmax where the engine would use it."""
     from ...engine.model_runner import triton_usable
-    from ...layers.sampler import Sampler
+    from ...layers.batch_sampler import Sampler
     g = torch.Generator().manual_seed(seed)
     prompts = torch.randint(0, vocab, (B, 32), generator=g).tolist()
     argmax = None
