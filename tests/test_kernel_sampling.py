@@ -1,4 +1,5 @@
-"""The batched Sampler's Triton kernels (course_lib/kernels/sampling.py) against their torch references.
+"""The batched Sampler's Triton kernels (course_lib/kernels/sampling.py and penalties.py) against
+their torch references.
 
 On a CPU they run under TRITON_INTERPRET=1 (conftest.py), so the vocabularies are small (3,000, and
 two chunks of 4,096 + 5 for the draw's second pass). The noise's hash must equal sampler.race_bits
@@ -12,6 +13,7 @@ import torch
 from course_lib.config import SamplingParams
 from course_lib.kernels import sampling as k
 from course_lib.kernels.argmax import BLOCK
+from course_lib.kernels.penalties import penalize, penalize_ref
 from course_lib.layers.batch_sampler import Sampler
 from course_lib.layers.sampler import (apply_penalties, filter_probs, mask_stop_tokens, race_bits,
                                        race_noise, sample, seed_halves)
@@ -292,6 +294,6 @@ def test_penalties_kernel_equals_its_reference_alone():
                  min_tokens=torch.tensor([1, 1, 3, 3], device=DEVICE),
                  stop_ids=torch.tensor([[3, 3], [4, 9], [2999, 0], [8, 8]], device=DEVICE))
     for kw in (pen, stops, pen | stops):
-        torch.testing.assert_close(k.penalize(x, rows, **kw), k.penalize_ref(x, rows, **kw), rtol=1e-5, atol=1e-5)
-    out = k.penalize(x, rows, **stops)
+        torch.testing.assert_close(penalize(x, rows, **kw), penalize_ref(x, rows, **kw), rtol=1e-5, atol=1e-5)
+    out = penalize(x, rows, **stops)
     assert out[0, 2999] == out[0, 0] == float("-inf") and out[2, 8].isfinite()   # entry 3 has its 3 tokens: unmasked

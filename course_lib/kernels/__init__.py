@@ -6,11 +6,13 @@
     rope_kv.py           fused RoPE + paged KV-cache write (Day 9)
     gemv.py              matrix-vector product for decode at batch 1 (Day 14)
     argmax.py            greedy sampling's argmax over the vocabulary, two passes (Day 14)
-    sampling.py          the batched Sampler's draw, top-k candidates and penalties (Day 06, issue 12)
+    sampling.py          the batched Sampler's draw: the noise, the full and the candidates' draw (Day 06)
+    topk.py              the Sampler's top-k candidates without a sort (Day 06)
+    penalties.py         the Sampler's min_tokens masks and penalties in one pass (Day 06)
     checks.py            the device/dtype checks every wrapper shares
 
-gemv, argmax and sampling are imported from their modules (``from course_lib.kernels.gemv import
-gemv``): a package-level function of the same name would hide the module.
+gemv, argmax, sampling, topk and penalties are imported from their modules (``from
+course_lib.kernels.gemv import gemv``): a package-level function of the same name would hide the module.
 
 On a machine without CUDA, set TRITON_INTERPRET=1 before importing this package (tests/conftest.py
 does) and the kernels run, slowly, on the CPU."""

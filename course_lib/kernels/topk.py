@@ -21,13 +21,13 @@ value every one of the k best must reach, keeps the few logits that reach it, an
                                above the k-th best and the ties at it, lowest ids first. Real
                                logits do not get there.
 
-Two reads of the logits, four launches, four allocations and no other torch op: on the H100
-machine's host each torch op cost ~20 us, and at batch 1 that, not the GPU, was the time (a first
-version with torch.topk for the two small selections and torch ops to decode took 0.46 ms there).
-With C = V / S >= 8k chunks the k best logits fall mostly into different chunks: k (1 + k / 2C)
-survive on average for random logits. Real ones cluster (common tokens have low ids): on the
-embedded model's next-token logits of 8 prompts, 1.3-3.5 k survived at k = 20 and 50 (31-69 and
-64-107; at 4k chunks up to 5.5 k), all within CAP = 256 slots (tests/test_kernel_topk.py holds that).
+Two reads of the logits, four launches, four allocations and no other torch op: at small batch the
+host's time per launch or torch op, not the GPU, is the cost (a first version that used torch.topk
+for the two small selections and torch ops to decode was several times slower at batch 1 on the
+H100 machine; data/results/README.md, `gpu_h100_sampler.json`). With C = V / S >= 8k chunks the k
+best logits fall mostly into different chunks: k (1 + k / 2C) survive on average for random logits.
+Real ones cluster (common tokens have low ids), so more survive; on the embedded model's next-token
+logits of 8 prompts every row stays within its CAP slots (tests/test_kernel_topk.py holds that).
 
 **Order keys.** A float32's bits b, read as int32 and turned by b ^ ((b >> 31) & 0x7FFFFFFF), sort as
 the floats do (negative floats' bits run backwards; -0.0 just below +0.0; NaN is read as +inf first,
@@ -197,12 +197,12 @@ def _top_candidates(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.T
     if B == 0:
         return values, ids, work[:, -1]
     x, stride, W, NM = logits, logits.stride(0), num_maxima + 2, num_maxima
-    # the rank's (CAP, JB) compare tiles: 8,192 keys in registers on a GPU; under the interpreter a
-    # step costs the same at any size, so few large steps
     _chunk_max_kernel[(B, tiles)](x, stride, work, V, W, TILE=TILE, S=S, num_warps=8)
     _threshold_kernel[(B,)](work, W, NM, keys, k, CAP=CAP, FILL=FILL, CP=triton.next_power_of_2(NM),
                             num_warps=4)
     _compact_kernel[(B, tiles)](x, stride, work, W, NM, keys, V, CAP=CAP, TILE=TILE, num_warps=8)
+    # the rank's (CAP, JB) compare tiles: 8,192 keys in registers on a GPU; under the interpreter a
+    # step costs the same at any size, so few large steps
     _select_kernel[(B,)](x, stride, work, W, NM, keys, values, ids, V, k, CAP=CAP, FILL=FILL, TILE=TILE,
                          JB=max(1, 8192 // CAP) if x.is_cuda else min(CAP, 128), num_warps=4)
     return values, ids, work[:, -1]

@@ -9,7 +9,7 @@ so nothing is rebuilt from Python lists and no host sync is needed: under async 
 step's penalties already see the token the host has not read yet.
 
 The Sampler runs the same math two ways. On the CPU (and wherever Triton cannot run) in torch, as
-below. On a GPU through course_lib/kernels/sampling.py (its docstring counts the (B, V) passes):
+below. On a GPU through course_lib/kernels/ (sampling.py's docstring counts the (B, V) passes):
 one fused kernel for min_tokens + penalties, one fused draw that reads the logits once and computes
 the noise in registers (temperature, min-p, greedy rows), and for top-k rows the k_max best
 candidates (up to k = 1,024, by kernels/topk.py: two reads of the logits and a top-k of a few
@@ -67,7 +67,7 @@ class Sampler:
     docstring). ``add`` a sequence when it is first scheduled, ``remove`` it when it finishes, and
     call the sampler with a step's logits (B, V) and the seq ids of its rows.
 
-    ``kernels``: draw and penalise through course_lib/kernels/sampling.py (default: on a CUDA device
+    ``kernels``: draw and penalise through course_lib/kernels/ (sampling.py, penalties.py, topk.py; default: on a CUDA device
     Triton supports; True on a CPU needs TRITON_INTERPRET=1, as the tests do). ``seed``: the seed of
     the generator that picks unseeded sequences' seeds (default: one drawn from torch's)."""
 
@@ -79,8 +79,9 @@ class Sampler:
         self._k = None
         if self.kernels:
             from ..kernels import sampling as k                 # Triton loads only where it runs
+            from ..kernels.penalties import penalize
             from ..kernels.topk import top_candidates
-            self._k, self._top_candidates = k, top_candidates
+            self._k, self._penalize, self._top_candidates = k, penalize, top_candidates
             if argmax is None:
                 from ..kernels.argmax import argmax
         self.argmax = argmax
@@ -312,7 +313,7 @@ class Sampler:
                    frequency=f[:, FREQUENCY], presence=f[:, PRESENCE]) if self.any_penalty else {}
         stops = dict(num_generated=self.num_generated, min_tokens=self.ints[:, 1],
                      stop_ids=self.stop_ids) if self.any_min_tokens else {}
-        penalize = self._k.penalize if self.kernels else penalize_rows     # the kernel: one (B, V) pass
+        penalize = self._penalize if self.kernels else penalize_rows     # the kernel: one (B, V) pass
         return penalize(logits, rows, **pen, **stops)
 
     def _record(self, rows: torch.Tensor, tokens: torch.Tensor) -> None:

@@ -205,7 +205,7 @@ def penalize_rows(logits: torch.Tensor, rows: torch.Tensor, counts=None, prompt_
                   ) -> torch.Tensor:
     """min_tokens masks, then penalties, of ``logits`` (B, V) from per-sequence tables indexed by
     ``rows`` (B,): (B, V) float32. The Sampler's torch path, and the reference of the Triton
-    ``kernels.sampling.penalize`` (same arguments). ``counts`` (N, V) int32 and ``prompt_mask``
+    ``kernels.penalties.penalize`` (same arguments). ``counts`` (N, V) int32 and ``prompt_mask``
     (N, V) bool with ``repetition``/``frequency``/``presence`` (N,) (counts None: no penalties);
     ``num_generated``, ``min_tokens`` (N,) and ``stop_ids`` (N, S) (stop_ids None: no min_tokens).
     Repetition divides a positive logit and multiplies a negative one for every token of the prompt or
