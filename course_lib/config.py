@@ -371,6 +371,9 @@ class EngineConfig:
     (Day 13), without it a prompt must fit one step. ``preemption_mode`` says what happens to a
     sequence pushed out when KV blocks run out (Day 12): "recompute" drops its KV and computes it
     again later, "swap" copies its blocks to ``swap_space`` GiB of host memory and back.
+    ``enable_prefix_caching`` (Day 15) keeps the K/V of every full block findable by its content,
+    so a request whose prompt starts like an earlier one computes only the rest. Off by default here
+    (vLLM turns it on): the days before 15 measure the engine without it.
     """
     scheduler: str = "continuous"
     max_num_seqs: int = 32
@@ -382,6 +385,7 @@ class EngineConfig:
     preemption_mode: str = "recompute"
     swap_space: float = 4.0           # GiB of host memory for swapped-out blocks (only with "swap")
     watermark: float = 0.01           # fraction of blocks kept free when admitting, for decodes
+    enable_prefix_caching: bool = False
     attention_backend: str = "auto"
     cuda_graphs: bool = True          # replay captured decode steps on CUDA (no effect on CPU)
     # The most tokens a captured mixed step (decodes + prompt chunks) holds; larger steps run
@@ -415,7 +419,7 @@ class EngineConfig:
               self.attention_backend, f"one of {ATTENTION_BACKENDS}")
         check(is_int(self.max_cudagraph_capture_size) and self.max_cudagraph_capture_size >= 16,
               "max_cudagraph_capture_size", self.max_cudagraph_capture_size, "an integer >= 16")
-        for name in ("enable_chunked_prefill", "cuda_graphs"):
+        for name in ("enable_chunked_prefill", "cuda_graphs", "enable_prefix_caching"):
             check(type(getattr(self, name)) is bool, name, getattr(self, name), "True or False")
         check(self.async_scheduling is None or type(self.async_scheduling) is bool, "async_scheduling",
               self.async_scheduling, "None (auto), True or False")

@@ -90,7 +90,8 @@ class LLMEngine:
         num_swap = swap_blocks_for_budget(model, self.cfg, num_blocks)
         self.cache = PagedKVCache(model.cfg, num_blocks, self.cfg.block_size, model.device, model.dtype,
                                   num_swap_blocks=num_swap)
-        self.kv_manager = KVCacheManager(num_blocks, self.cfg.block_size, num_swap)
+        self.kv_manager = KVCacheManager(num_blocks, self.cfg.block_size, num_swap,
+                                         self.cfg.enable_prefix_caching)
         eos = tokenizer.eos_token_ids if tokenizer is not None else model.cfg.eos_token_ids
         self.eos_token_ids = set(eos)
         self.scheduler = Scheduler(self.cfg, self.kv_manager, self.max_model_len, eos)
@@ -210,6 +211,11 @@ class LLMEngine:
                 break
             self.step()
 
+    def reset_prefix_cache(self) -> bool:
+        """Forget every cached block (vLLM's name). False, and nothing forgotten, while a request
+        holds blocks: call it on an idle engine (benchmarks do, between runs)."""
+        return self.kv_manager.reset_prefix_cache()
+
     def has_unfinished_requests(self) -> bool:
         return self.scheduler.has_work() or self._inflight is not None
 
@@ -292,6 +298,8 @@ class LLMEngine:
             req.error = message
             for seq in req.seqs:
                 if not seq.is_finished:
+                    # blocks the failed step was filling must not be found by a later request
+                    self.kv_manager.uncache(seq.seq_id)
                     self.scheduler.finish(seq, "error", now)
             self._kind[rid] = "cumulative"
         return self._outputs(failed)
@@ -356,4 +364,4 @@ class LLMEngine:
             prompt_logprobs = list(seqs[0].prompt_logprobs)
             self._decode_logprobs(prompt_logprobs[1:])
         return RequestOutput(req.request_id, req.prompt, list(req.prompt_token_ids), outs, finished,
-                             metrics, req.error, prompt_logprobs)
+                             metrics, req.error, prompt_logprobs, first.num_cached_tokens)

@@ -82,6 +82,7 @@ class RequestOutput:
     error: str | None = None            # set when the engine ended the request with finish_reason "error"
     # SamplingParams.prompt_logprobs: [None, then per prompt token after the first {id: Logprob}]
     prompt_logprobs: list | None = None
+    num_cached_tokens: int = 0          # prompt tokens whose K/V the prefix cache had (Day 15; vLLM's name)
 
 
 @dataclass

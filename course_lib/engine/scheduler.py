@@ -18,6 +18,9 @@ Decodes go first, then unfinished prompts, then new admissions fill what is left
 When a sequence needs a block and none is free, the newest running sequence is preempted (Day 12):
 by recompute (its blocks are freed; it catches up from 0 later) or by swap (its blocks are copied to
 host memory; it resumes where it was). Nobody is admitted in a step that preempted.
+With prefix caching (Day 15) a sequence admitted from the waiting queue starts where the cache's
+longest match of its tokens ends: ``num_computed_tokens`` jumps to it, and it misses only the rest
+(a sequence preempted by recompute often finds most of its own blocks again).
 
 The scheduler is the one owner of sequence state: ``schedule`` advances ``num_computed_tokens``,
 ``update_from_output`` appends sampled tokens and decides, in one ``check_stop``, who finished.
@@ -121,6 +124,7 @@ class Scheduler:
         self.swapped: deque[Sequence] = deque()
         self.watermark_blocks = int(cfg.watermark * kv.num_blocks)
         self._finished: list[int] = []          # seq ids finished since the last schedule()
+        self._caching = kv.enable_prefix_caching
 
     def add(self, seq: Sequence) -> None:
         self.live[seq.seq_id] = seq
@@ -201,19 +205,28 @@ class Scheduler:
                     return budget
                 # leave room for the running sequences to decode (the watermark), unless none runs
                 reserve = self.watermark_blocks if self.running else 0
+                computed, hit = self._cache_hit(seq)
+                seq.num_computed_tokens += hit         # (0 before: waiting) taken back if not admitted
                 n = self._num_new_tokens(seq, budget, alone=not picked)
                 if n == 0 and not static:              # static admits the whole batch at once and
-                    return budget                      # gives it tokens over the next steps
+                    seq.num_computed_tokens -= hit     # gives it tokens over the next steps
+                    return budget
                 if seq.status is SequenceStatus.SWAPPED:
                     pairs = self.kv.swap_in(seq.seq_id, reserve)
                     if pairs is None:
                         return budget
                     swap_in += pairs
-                if self.kv.allocate_slots(seq.seq_id, seq.num_computed_tokens + n, reserve) is None:
+                if self.kv.allocate_slots(seq.seq_id, seq.num_computed_tokens + n, reserve,
+                                          computed) is None:
                     if seq.status is SequenceStatus.SWAPPED:
                         n = 0                          # back on the device; tokens next step
                     else:
+                        seq.num_computed_tokens -= hit
                         return budget
+                if self._caching and seq.status is SequenceStatus.WAITING:
+                    self._count_hit(seq, hit)
+                    # filed now, not at commit: a request admitted after it in this step may share them
+                    self.kv.cache_blocks(seq.seq_id, hit + n, seq.token_slice)
                 queue.popleft()
                 seq.status = SequenceStatus.RUNNING
                 self.running.append(seq)
@@ -221,6 +234,25 @@ class Scheduler:
                     picked[seq.seq_id] = (seq, n)
                     budget -= n
         return budget
+
+    def _cache_hit(self, seq: Sequence) -> tuple[list[int], int]:
+        """The cached blocks a waiting sequence starts from, and the tokens they cover. None for a
+        swapped sequence (it has its own blocks) or one asking for prompt_logprobs (a cached
+        position is never computed, so it could not be scored: vLLM skips the cache for them too)."""
+        if (not self._caching or seq.status is not SequenceStatus.WAITING
+                or seq.params.prompt_logprobs is not None):
+            return [], 0
+        return self.kv.get_computed_blocks(seq.seq_id, seq.num_tokens, seq.token_slice)
+
+    def _count_hit(self, seq: Sequence, hit: int) -> None:
+        """Prefix cache statistics, and the request's ``num_cached_tokens`` (at its first admission)."""
+        if seq.first_scheduled_time is None:
+            seq.num_cached_tokens = hit
+        if seq.params.prompt_logprobs is None:
+            stats = self.kv.stats
+            stats.requests += 1
+            stats.queries += seq.num_tokens
+            stats.hits += hit
 
     def _commit(self, seq: Sequence, n: int, now: float) -> ScheduledSeq:
         """Account ``n`` tokens of ``seq`` as computed (they are, once the step runs) and describe them."""
@@ -231,6 +263,8 @@ class Scheduler:
         seq.num_computed_tokens = stop
         if seq.first_scheduled_time is None:
             seq.first_scheduled_time = now
+        if self._caching:                                  # blocks this step fills with known tokens
+            self.kv.cache_blocks(seq.seq_id, min(stop, known), seq.token_slice)
         if n == 1 and stop == known:                       # decoding: its newest token, known
             ids = [seq.output_token_ids[-1] if seq.output_token_ids else seq.prompt_token_ids[-1]]
         else:

@@ -49,6 +49,7 @@ class Sequence:
     stop_reason: int | str | None = None    # the stop id or stop string that ended it (None: EOS)
     detokenizer: object = None              # its IncrementalDetokenizer (streaming, stop strings)
     num_preemptions: int = 0
+    num_cached_tokens: int = 0              # prompt tokens found in the prefix cache at its admission (Day 15)
     token_times: list[float] = field(default_factory=list)
     seed: int | None = None                 # its sampling seed (seeded requests); None: the sampler picks one
 

@@ -5,8 +5,19 @@
 
 A block is in the free queue exactly when its ref count is 0. Sharing a block (a forked sample, a
 cached prefix on Day 15) raises its count; each owner's `free` lowers it, and the last owner returns
-it to the *back* of the queue, so the blocks freed longest ago are reused first. `block_hash` is
-empty until prefix caching gives a full block an identity that a later request can look up.
+it to the *back* of the queue, so the blocks freed longest ago are reused first.
+
+Prefix caching (Day 15) gives a full block an identity, its ``block_hash`` (a hash of its tokens and
+of every token before it: kv_cache_manager.py), and files it in ``cached``:
+
+    cached:      {h(A): B0, h(A,B): B4, h(C): B2}          B2 is cached *and* free (ref 0)
+    free queue:  B3 <-> B2 <-> ...
+
+A free block keeps its hash and its K/V until the queue hands it out again: a later request whose
+prompt starts with C takes B2 back out of the middle of the queue (`touch`) instead of computing C.
+Handing a cached block out for new content evicts it (`allocate` drops its hash), so the free queue is
+also the LRU eviction order. Nothing is ever "in use and evicted": a block with owners is never on
+the queue.
 """
 from __future__ import annotations
 
@@ -34,6 +45,7 @@ class BlockPool:
         # OrderedDict as a doubly linked list: O(1) pop from the front, append at the back and, for
         # prefix caching later, removal from the middle when a cached free block is hit again.
         self.free_queue: OrderedDict[int, None] = OrderedDict.fromkeys(range(num_blocks))
+        self.cached: dict[int, int] = {}      # block hash -> the block holding that content (Day 15)
 
     @property
     def num_blocks(self) -> int:
@@ -58,9 +70,57 @@ class BlockPool:
         for _ in range(n):
             block = self.blocks[self.free_queue.popitem(last=False)[0]]
             assert block.ref_cnt == 0, f"block {block.block_id} on the free queue is in use"
+            if block.block_hash is not None:              # evict: its content is about to change
+                del self.cached[block.block_hash]
+                block.block_hash = None
             block.ref_cnt = 1
             out.append(block.block_id)
         return out
+
+    # ---- prefix caching (Day 15) -----------------------------------------------------------------
+    def lookup(self, block_hash: int) -> int | None:
+        """The block holding the content named ``block_hash``, in use or free; None if none does."""
+        return self.cached.get(block_hash)
+
+    def touch(self, block_ids: Iterable[int]) -> None:
+        """One more owner for each cached block a request found (a free one leaves the queue)."""
+        for i in block_ids:
+            block = self.blocks[i]
+            if block.ref_cnt == 0:
+                del self.free_queue[i]
+            block.ref_cnt += 1
+
+    def cache(self, block_id: int, block_hash: int) -> bool:
+        """File an owned, full block under ``block_hash``. False (and nothing filed) when another
+        block already holds that content: two requests computed it side by side; the first stays."""
+        block = self.blocks[block_id]
+        assert block.ref_cnt > 0, f"block {block_id} is free: only an owner's full block is cached"
+        if block.block_hash is not None:                  # filed already (a cache hit, or earlier)
+            assert block.block_hash == block_hash, f"block {block_id} filed under another content"
+            return True
+        if block_hash in self.cached:
+            return False
+        block.block_hash = block_hash
+        self.cached[block_hash] = block_id
+        return True
+
+    def uncache(self, block_ids: Iterable[int]) -> None:
+        """Forget what these blocks hold (a failed step may have left them half written)."""
+        for i in block_ids:
+            block = self.blocks[i]
+            if block.block_hash is not None:
+                del self.cached[block.block_hash]
+                block.block_hash = None
+
+    def reset_cache(self) -> bool:
+        """Forget every cached block (vLLM's reset_prefix_cache). Refused (False) while any block has
+        an owner: a running request's blocks may be filed and must stay consistent."""
+        if self.num_free_blocks != self.num_blocks:
+            return False
+        for block in self.blocks:
+            block.block_hash = None
+        self.cached.clear()
+        return True
 
     def incref(self, block_ids: Iterable[int]) -> None:
         """One more owner for each block (fork, shared prefix)."""

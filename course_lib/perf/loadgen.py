@@ -320,9 +320,7 @@ def rate_sweep(llm, workload: Workload, rates, *, arrival: str = "poisson", burs
     for rate in rates:
         offsets = arrival_times(n, rate, arrival=arrival, burstiness=burstiness, seed=seed)
         check_idle(engine)
-        reset = getattr(engine, "reset_prefix_cache", None)   # a later day's prefix cache must not
-        if callable(reset):                                    # carry hits from one rate to the next
-            reset()
+        engine.reset_prefix_cache()          # no prefix cache hits carried from one rate to the next
         engine.step_log.clear()
         bar = _bar(n, rate) if progress else None
         try:
