@@ -53,18 +53,25 @@ def make_pair(hf_cfg: dict, device, dtype):
 def test_greedy_logprobs_match_hf(hf_cfg, device, dtype, tol, backends):
     hf, ours = make_pair(hf_cfg, device, dtype)
     gen = torch.Generator().manual_seed(1)
-    prompts = [torch.randint(0, 500, (n,), generator=gen).tolist() for n in (5, 17, 33, 64)]
+    rand = lambda n: torch.randint(0, 500, (n,), generator=gen).tolist()
+    base = rand(32)
+    # 5, 17, 33 and 64 tokens; the last two start with the second's first block, which prefix
+    # caching (Day 15) finds: filed when the 17-token prompt is scheduled, in the same step
+    prompts = [rand(5), base[:17], base[:16] + rand(17), base[:16] + rand(48)]
     params = SamplingParams(temperature=0, max_tokens=32, ignore_eos=True, logprobs=True)
-    # (backend, graphs, token budget): a budget of 16 chunks the prompts, so most steps mix prompt
-    # chunks with decodes (on a GPU with graphs: the mixed-step graphs of engine/cuda_graphs.py)
-    runs = [(b, graphs, budget) for b in backends
-            for graphs in ((True, False) if device == "cuda" else (False,)) for budget in (4096, 16)]
+    # (backend, graphs, token budget, prefix caching): a budget of 16 chunks the prompts, so most
+    # steps mix prompt chunks with decodes (on a GPU with graphs: the mixed-step graphs of
+    # engine/cuda_graphs.py)
+    runs = [(b, graphs, budget, caching) for b in backends
+            for graphs in ((True, False) if device == "cuda" else (False,))
+            for budget, caching in ((4096, False), (16, False), (4096, True))]
     outputs = {}
-    for backend, graphs, budget in runs:
-        llm = LLM(ours, scheduler="continuous", block_size=16, num_kv_blocks=64,
-                  attention_backend=backend, cuda_graphs=graphs, max_num_batched_tokens=budget)
+    for backend, graphs, budget, caching in runs:
+        llm = LLM(ours, scheduler="continuous", block_size=16, num_kv_blocks=64, attention_backend=backend,
+                  cuda_graphs=graphs, max_num_batched_tokens=budget, enable_prefix_caching=caching)
         outs = llm.generate(prompts, params, use_tqdm=False)
-        outputs[backend, graphs, budget] = [o.outputs[0].token_ids for o in outs]
+        assert [o.num_cached_tokens for o in outs] == ([0, 0, 16, 16] if caching else [0] * 4)
+        outputs[backend, graphs, budget, caching] = [o.outputs[0].token_ids for o in outs]
         for prompt, out in zip(prompts, outs):
             tokens, ours_lp = out.outputs[0].token_ids, torch.tensor(out.outputs[0].token_logprobs)
             full = torch.tensor([prompt + tokens], device=device)
@@ -79,4 +86,4 @@ def test_greedy_logprobs_match_hf(hf_cfg, device, dtype, tol, backends):
             assert max(r.num_tokens for r in llm.engine.step_log) <= 16
             assert sum(r.is_prefill and len(r.seq_ids) > 1 for r in llm.engine.step_log) > 0, "no mixed step"
     if device == "cuda":   # replaying captured graphs computes exactly what eager launches compute
-        assert outputs["triton", True, 4096] == outputs["triton", False, 4096]
+        assert outputs["triton", True, 4096, False] == outputs["triton", False, 4096, False]
