@@ -373,7 +373,9 @@ class EngineConfig:
     again later, "swap" copies its blocks to ``swap_space`` GiB of host memory and back.
     ``enable_prefix_caching`` (Day 15) keeps the K/V of every full block findable by its content,
     so a request whose prompt starts like an earlier one computes only the rest. Off by default here
-    (vLLM turns it on): the days before 15 measure the engine without it.
+    (vLLM turns it on): the days before 15 measure the engine without it. ``scheduling_policy``
+    orders the waiting queue: "fcfs" (arrival order) or "lpm" (Day 16, SGLang's longest prefix
+    match: the requests with the most cached tokens first; needs prefix caching).
     """
     scheduler: str = "continuous"
     max_num_seqs: int = 32
@@ -386,6 +388,7 @@ class EngineConfig:
     swap_space: float = 4.0           # GiB of host memory for swapped-out blocks (only with "swap")
     watermark: float = 0.01           # fraction of blocks kept free when admitting, for decodes
     enable_prefix_caching: bool = False
+    scheduling_policy: str = "fcfs"
     attention_backend: str = "auto"
     cuda_graphs: bool = True          # replay captured decode steps on CUDA (no effect on CPU)
     # The most tokens a captured mixed step (decodes + prompt chunks) holds; larger steps run
@@ -415,6 +418,11 @@ class EngineConfig:
               self.swap_space, "a number of GiB >= 0")
         check(is_real(self.watermark) and 0 <= self.watermark < 1, "watermark", self.watermark,
               "a fraction in [0, 1)")
+        check(self.scheduling_policy in SCHEDULING_POLICIES, "scheduling_policy", self.scheduling_policy,
+              f"one of {SCHEDULING_POLICIES}")
+        check(self.scheduling_policy != "lpm" or self.enable_prefix_caching is True, "scheduling_policy",
+              self.scheduling_policy, "'fcfs' unless enable_prefix_caching=True ('lpm' ranks requests by "
+              "their cached prefix)")
         check(self.attention_backend in ATTENTION_BACKENDS, "attention_backend",
               self.attention_backend, f"one of {ATTENTION_BACKENDS}")
         check(is_int(self.max_cudagraph_capture_size) and self.max_cudagraph_capture_size >= 16,
@@ -440,5 +448,6 @@ def is_real(x) -> bool:
 
 
 SCHEDULERS = ("continuous", "static")
+SCHEDULING_POLICIES = ("fcfs", "lpm")
 PREEMPTION_MODES = ("recompute", "swap")
 ATTENTION_BACKENDS = ("auto", "torch", "triton")

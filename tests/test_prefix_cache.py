@@ -227,3 +227,64 @@ def test_reset_prefix_cache_waits_for_an_idle_engine(tiny):
 def test_enable_prefix_caching_is_validated():
     with pytest.raises(ValueError, match="enable_prefix_caching"):
         EngineConfig(enable_prefix_caching="yes")
+
+
+# ---- cache-aware scheduling: longest prefix match first (Day 16) ----------------------------------------
+
+def run_workload(model, workload, **kw):
+    """Every request of ``workload`` at once; returns the outputs in workload order and the engine."""
+    cfg = dict(block_size=4, attention_backend="torch", enable_prefix_caching=True) | kw
+    engine = LLMEngine(model, None, EngineConfig(**cfg))
+    for i, r in enumerate(workload.requests):
+        engine.add_request(r.prompt_token_ids, SamplingParams(temperature=0, max_tokens=r.max_tokens,
+                                                              ignore_eos=True), request_id=str(i))
+    outs = run_to_end(engine)
+    return [outs[str(i)] for i in range(len(workload.requests))], engine
+
+
+def chats():
+    from course_lib.perf.workloads import multi_turn
+    return multi_turn(num_conversations=6, num_turns=3, system_len=16, user_len=8, answer_len=4,
+                      vocab_size=VOCAB, seed=1)
+
+
+def test_lpm_admits_the_best_cached_match_first_and_keeps_preempted_sequences_ahead(tiny):
+    from course_lib.engine.sequence import Sequence
+    engine = LLMEngine(tiny, None, EngineConfig(block_size=4, num_kv_blocks=64, attention_backend="torch",
+                                                enable_prefix_caching=True, scheduling_policy="lpm",
+                                                max_num_seqs=1))
+    shared = list(range(1, 13))
+    engine.add_request(shared + [50], SamplingParams(max_tokens=1), request_id="warm")
+    run_to_end(engine)                                             # caches 3 blocks of `shared`
+    for rid, prompt in [("none", [60] * 13), ("one", shared[:4] + [61] * 9), ("three", shared + [62]),
+                        ("none again", [63] * 13)]:
+        engine.add_request(prompt, SamplingParams(max_tokens=1), request_id=rid)
+    s = engine.scheduler
+    s._order_by_cached_prefix()
+    assert [q.request_id for q in s.waiting] == \
+        ["three", "one", "none", "none again"], "most cached tokens first, ties in arrival order"
+    s.waiting[-1].num_preemptions = 1                              # preempted by recompute earlier
+    s._order_by_cached_prefix()
+    assert s.waiting[0].request_id == "none again"
+    outs = run_to_end(engine)
+    assert outs["three"].num_cached_tokens == 12 and outs["one"].num_cached_tokens == 4
+    assert_drained(engine)
+
+
+@pytest.mark.parametrize("num_kv_blocks", [24, 40])
+def test_lpm_finds_more_of_a_replayed_chat_under_memory_pressure_and_changes_no_output(tiny, num_kv_blocks):
+    wl = chats()                     # 6 conversations x 3 turns, shuffled: the working set is ~90 blocks
+    fcfs, e_fcfs = run_workload(tiny, wl, num_kv_blocks=num_kv_blocks, max_num_seqs=2)
+    lpm, e_lpm = run_workload(tiny, wl, num_kv_blocks=num_kv_blocks, max_num_seqs=2, scheduling_policy="lpm")
+    assert [o.outputs[0].token_ids for o in fcfs] == [o.outputs[0].token_ids for o in lpm]
+    hits = lambda outs: sum(o.num_cached_tokens for o in outs)
+    assert hits(lpm) > 1.2 * hits(fcfs), (hits(lpm), hits(fcfs))
+    assert e_lpm.kv_manager.stats.hits >= hits(lpm)              # re-admissions after preemption count too
+    assert_drained(e_lpm)
+
+
+def test_lpm_needs_prefix_caching():
+    with pytest.raises(ValueError, match="scheduling_policy"):
+        EngineConfig(scheduling_policy="lpm")
+    with pytest.raises(ValueError, match="scheduling_policy must be one of"):
+        EngineConfig(scheduling_policy="priority", enable_prefix_caching=True)

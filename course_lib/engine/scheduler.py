@@ -20,7 +20,14 @@ by recompute (its blocks are freed; it catches up from 0 later) or by swap (its 
 host memory; it resumes where it was). Nobody is admitted in a step that preempted.
 With prefix caching (Day 15) a sequence admitted from the waiting queue starts where the cache's
 longest match of its tokens ends: ``num_computed_tokens`` jumps to it, and it misses only the rest
-(a sequence preempted by recompute often finds most of its own blocks again).
+(a sequence preempted by recompute often finds most of its own blocks again). The waiting queue is
+served first come first served, or, with ``scheduling_policy="lpm"`` (Day 16, SGLang's longest
+prefix match), best cached match first:
+
+    waiting (arrival order)   cached tokens     lpm order
+        W1  new topic              0              W3  (its conversation's last turn is cached)
+        W2  same system prompt    64              W2
+        W3  next turn of a chat  480              W1
 
 The scheduler is the one owner of sequence state: ``schedule`` advances ``num_computed_tokens``,
 ``update_from_output`` appends sampled tokens and decides, in one ``check_stop``, who finished.
@@ -45,6 +52,9 @@ def logprob_entry(token: int, logprobs: tuple, i: int, k: int) -> dict:
     for rank, (tid, lp) in enumerate(zip(top_ids[i][:k], top_lps[i][:k]) if k else (), start=1):
         entry.setdefault(tid, Logprob(lp, rank))
     return entry
+
+
+LPM_MAX_WAITING = 128      # SGLang's threshold: a longer queue is served in arrival order
 
 
 class ScheduledSeq(NamedTuple):
@@ -125,6 +135,7 @@ class Scheduler:
         self.watermark_blocks = int(cfg.watermark * kv.num_blocks)
         self._finished: list[int] = []          # seq ids finished since the last schedule()
         self._caching = kv.enable_prefix_caching
+        self._lpm = cfg.scheduling_policy == "lpm"
 
     def add(self, seq: Sequence) -> None:
         self.live[seq.seq_id] = seq
@@ -198,6 +209,8 @@ class Scheduler:
     def _admit(self, picked: dict, budget: int, swap_in: list) -> int:
         """Bring swapped-out sequences back, then waiting ones, while slots, budget and blocks allow."""
         static = self.cfg.scheduler == "static"
+        if self._lpm and len(self.waiting) > 1 and len(self.running) < self.cfg.max_num_seqs:
+            self._order_by_cached_prefix()
         for queue in (self.swapped, self.waiting):
             while queue and len(self.running) < self.cfg.max_num_seqs:
                 seq = queue[0]
@@ -235,13 +248,25 @@ class Scheduler:
                     budget -= n
         return budget
 
+    def _order_by_cached_prefix(self) -> None:
+        """LPM: sort the waiting queue by cached tokens, most first; ties keep arrival order, and
+        sequences preempted by recompute stay ahead of new ones (they held blocks already). Past
+        ``LPM_MAX_WAITING`` waiting sequences the queue stays FCFS, as in SGLang: the lookups would
+        cost more than they save."""
+        if len(self.waiting) > LPM_MAX_WAITING:
+            return
+        hit = {seq.seq_id: self._cache_hit(seq)[1] for seq in self.waiting}
+        ordered = sorted(self.waiting, key=lambda s: (s.num_preemptions == 0, -hit[s.seq_id]))
+        self.waiting.clear()
+        self.waiting.extend(ordered)
+
     def _cache_hit(self, seq: Sequence) -> tuple[list[int], int]:
         """The cached blocks a waiting sequence starts from, and the tokens they cover. None for a
         swapped sequence (it has its own blocks) or one asking for prompt_logprobs (a cached
         position is never computed, so it could not be scored: vLLM skips the cache for them too)."""
         if (not self._caching or seq.status is not SequenceStatus.WAITING
-                or seq.params.prompt_logprobs is not None):
-            return [], 0
+                or seq.params.prompt_logprobs is not None or seq.num_output_placeholders):
+            return [], 0                 # (a token still in flight: its ids are not all known yet)
         return self.kv.get_computed_blocks(seq.seq_id, seq.num_tokens, seq.token_slice)
 
     def _count_hit(self, seq: Sequence, hit: int) -> None:
