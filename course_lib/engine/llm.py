@@ -70,6 +70,12 @@ class LLM:
     def tokenizer(self):
         return self.engine.tokenizer
 
+    def beam_search(self, prompts, params) -> list:
+        """The ``params.beam_width`` most likely continuations of each prompt (vLLM's
+        ``LLM.beam_search``; engine/beam_search.py). Turn on ``enable_prefix_caching`` for speed."""
+        from .beam_search import beam_search
+        return beam_search(self, prompts, params)
+
     def reset_prefix_cache(self) -> bool:
         """Forget the prefix cache (vLLM's name); False while requests hold blocks (see LLMEngine)."""
         return self.engine.reset_prefix_cache()
