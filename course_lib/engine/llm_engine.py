@@ -252,6 +252,7 @@ class LLMEngine:
             try:
                 launched = self.runner.launch(sched, self._inflight)
                 launched.start = start
+                launched.blocks_in_use = self.kv_manager.num_blocks - self.kv_manager.num_free_blocks
             except Exception as e:
                 outputs += self._fail([s.seq_id for s in sched.seqs], e)
         if self._inflight is not None:
@@ -274,18 +275,18 @@ class LLMEngine:
             if prompt_logprobs is not None:
                 self.scheduler.update_prompt_logprobs(*prompt_logprobs)
             progressed = self.scheduler.update_from_output(handle.sampled, tokens, logprobs, now)
-            self._log(handle.sched, handle.start, now)
+            self._log(handle.sched, handle.start, now, handle.blocks_in_use)
         kind = self._kind        # a final_only request has nothing to say until a sequence finishes
         with phase("outputs"):
             return self._outputs({s.request_id for s in progressed
                                   if s.finish_reason is not None or kind[s.request_id] != "final_only"})
 
-    def _log(self, sched: SchedulerOutput, start: float, end: float) -> None:
+    def _log(self, sched: SchedulerOutput, start: float, end: float, blocks_in_use: int) -> None:
         s = self.scheduler
         self.step_log.append(StepRecord(
             start, end, sched.is_prefill, [x.seq_id for x in sched.seqs],
             sched.total_num_scheduled_tokens, self.kv_manager.num_free_blocks,
-            len(sched.preempted_seq_ids), len(s.running), len(s.waiting), len(s.swapped)))
+            len(sched.preempted_seq_ids), len(s.running), len(s.waiting), len(s.swapped), blocks_in_use))
 
     def _fail(self, seq_ids: list[int], error: Exception) -> list[RequestOutput]:
         """End the requests of a step that raised with finish_reason "error"; the others go on."""

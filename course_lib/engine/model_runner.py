@@ -244,6 +244,7 @@ class StepHandle:
     out: SampleOutput | None             # None when no sequence samples
     prompt: tuple | None = None          # (owners, SampleOutput of prompt tokens): prompt_logprobs
     start: float = 0.0                   # when the engine scheduled it (for the step log)
+    blocks_in_use: int = 0               # KV blocks held by sequences once it was scheduled (step log)
     row_of: dict = field(default_factory=dict)   # seq_id -> its row in tokens
 
     host: tuple | None = None            # pinned copies being filled, and the event that says when

@@ -98,3 +98,5 @@ class StepRecord:
     num_running: int = 0                # after the step was scheduled
     num_waiting: int = 0
     num_swapped: int = 0
+    num_blocks_in_use: int = 0          # KV blocks held by sequences once the step was scheduled: its
+                                        # footprint (num_free_blocks is counted after finished ones left)
