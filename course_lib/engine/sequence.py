@@ -94,9 +94,10 @@ class Sequence:
 class Request:
     """What a caller asked for: one prompt, its params, and its ``n`` sequences (one per sample).
 
-    Each sample is scheduled as its own sequence; they share nothing yet (n > 1 prefills the prompt
-    once per sample). Sharing the prompt's blocks through the pool's ref counts (`KVCacheManager.fork`)
-    is Day 17's change, and this structure leaves room for it."""
+    Each sample is scheduled as its own sequence. With ``enable_prefix_caching`` the samples, admitted
+    in one step, share the prompt's full blocks through the pool's reference counts and each computes
+    only the prompt's partial last block (vLLM v1's design; Day 17); without it each holds and
+    computes its own copy of the prompt."""
     request_id: str
     prompt: str | None
     prompt_token_ids: list[int]

@@ -178,7 +178,9 @@ class KVCacheManager:
             self.swap_pool.free(reversed(self.swapped.pop(seq_id)))
 
     def fork(self, parent_id: int, child_id: int) -> None:
-        """The child shares every block of the parent (ref counts up; copy-on-write is Day 17)."""
+        """The child shares every block of the parent (ref counts up). The engine does not fork: its
+        sequences share full blocks through the prefix cache and never write into a shared block, so
+        no copy on write is needed (notebook 17 builds the copy-on-write manager vLLM v0 used)."""
         if child_id in self.tables:
             raise ValueError(f"sequence {child_id} already owns blocks")
         blocks = self.tables.get(parent_id, [])
