@@ -171,6 +171,7 @@ def test_old_spellings_still_parse(argv, benchmark):
     (["bench", "sampler", "--batches", "1,x"], "--batches must be comma-separated integers"),
     (["bench", "sampler", "--batches", "0"], "--batches must be positive integers"),
     (["bench", "sampler", "--vocab", "1"], "--vocab must be an integer >= 2"),
+    (["bench", "sampler", "--dtype", "int8"], "--dtype"),
     (["bench", "notebooks", "--only", "99"], "--only must name days from"),
     (["bench", "--workload", "nanovllm-cpu", "--cap", "8"], "--cap applies to the anyscale workloads only"),
     (["bench", "--max-cudagraph-capture-size", "8"], "--max-cudagraph-capture-size must be an integer >= 16"),
@@ -214,6 +215,15 @@ def test_sampler_benchmark_times_every_setting_and_the_loop(tmp_path):
         {("per-request loop", "top-p+penalties", 4)}
     assert all(0 < row["ms_min"] <= row["ms"] <= row["ms_max"] for row in r["rows"])
     assert r["settings"]["filters+penalties"]["top_k"] == 50 and r["settings"]["greedy"]["temperature"] == 0
+    assert r["logits_dtype"] == "float32"
+
+
+def test_sampler_benchmark_takes_the_logits_dtype_and_names_its_file(tmp_path):
+    assert main(["bench", "sampler", "--vocab", "256", "--batches", "2", "--loop-batches", "2", "--repeats", "1",
+                 "--dtype", "bfloat16", "--device", "cpu", "--json-dir", str(tmp_path)]) == 0
+    (path,) = tmp_path.glob("*.json")
+    assert path.name == "cpu_sampler-bfloat16.json"
+    assert harness.load_report(path)["logits_dtype"] == "bfloat16"
 
 
 def test_notebooks_benchmark_records_ok_and_the_failing_cell(tmp_path):

@@ -2,11 +2,13 @@
 ``Sampler`` per setting against the per-request reference loop, batch 1..256.
 
     python -m course_lib bench sampler [--vocab 128256] [--batches 1,16,64,256] [--repeats 20]
-                                       [--device cuda] [--json PATH | --json-dir DIR]   # <device>_sampler.json
+                                       [--dtype float32] [--device cuda]
+                                       [--json PATH | --json-dir DIR]   # <device>_sampler[-<dtype>].json
 
 The workload is notebook 06 section 4's: every row has a 32-token prompt and the tokens it sampled so
 far (one more per timed step), random logits ``3 * randn(B, V)`` (the values do not change the
-work), no seeds. Settings, each the same for every row of the batch:
+work), no seeds. The logits are float32 by default (the strictest case: twice the bytes to read);
+``--dtype bfloat16`` gives them in the dtype the engine's lm_head hands the Sampler for a bf16 model. Settings, each the same for every row of the batch:
 
     greedy                temperature 0
     temperature           temperature 0.8
@@ -35,6 +37,7 @@ import torch
 from ..harness import device_info, make_report, output_path, progress, write_report
 from ..timers import Timer
 
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 HELP = "one sampling step (Day 06): the batched Sampler per setting vs a per-request loop, batch 1..256"
 
 
@@ -49,7 +52,7 @@ def settings() -> dict:
             "top-p+penalties": SamplingParams(temperature=0.8, top_p=0.9, **pen, max_tokens=4096)}
 
 
-def make_state(B: int, vocab: int, params, device, seed: int = 0):
+def make_state(B: int, vocab: int, params, device, seed: int = 0, dtype=torch.float32):
     """(logits (B, V) on ``device``, prompts as lists, empty output histories, a Sampler holding the
     same B rows). The Sampler gets the Triton argmax where the engine would use it."""
     from ...engine.model_runner import triton_usable
@@ -62,7 +65,7 @@ def make_state(B: int, vocab: int, params, device, seed: int = 0):
     sampler = Sampler(vocab, device, (), capacity=B, argmax=argmax)
     for i, p in enumerate(prompts):
         sampler.add(i, params, p)
-    return (3 * torch.randn(B, vocab, generator=g)).to(device), prompts, [[] for _ in range(B)], sampler
+    return (3 * torch.randn(B, vocab, generator=g)).to(device, dtype), prompts, [[] for _ in range(B)], sampler
 
 
 def batched_step(logits, prompts, outputs, sampler):
@@ -120,7 +123,7 @@ def time_point(step, state, device, repeats: int, warmup: int = 3, run: int = 10
     return out
 
 
-def run(vocab: int, batches, repeats: int, device, loop_batches=None, log=print) -> dict:
+def run(vocab: int, batches, repeats: int, device, loop_batches=None, log=print, dtype=torch.float32) -> dict:
     device = torch.device(device)
     torch.set_grad_enabled(False)
     cases = settings()
@@ -132,7 +135,7 @@ def run(vocab: int, batches, repeats: int, device, loop_batches=None, log=print)
     bar = progress(len(todo), "sampler points", unit="point")
     for name, B in todo:
         params = cases["filters+penalties" if name in stages else "top-p+penalties" if name == "loop" else name]
-        state = make_state(B, vocab, params, device)
+        state = make_state(B, vocab, params, device, dtype=dtype)
         step = (stages[name] if name in stages else (lambda *s: loop_step(*s, params)) if name == "loop"
                 else batched_step)
         impl = "stage" if name in stages else "per-request loop" if name == "loop" else "batched Sampler"
@@ -147,7 +150,7 @@ def run(vocab: int, batches, repeats: int, device, loop_batches=None, log=print)
         piped = f", pipelined {r['ms_pipelined']:.3f}" if "ms_pipelined" in r else ""
         log(f"{r['impl']:>16} {r['setting']:>22} batch {r['batch']:>3}: {r['ms']:8.3f} ms "
             f"(min {r['ms_min']:.3f}, max {r['ms_max']:.3f}{piped})")
-    return dict(vocab=vocab, batches=list(batches), repeats=repeats,
+    return dict(vocab=vocab, batches=list(batches), repeats=repeats, logits_dtype=str(dtype).removeprefix("torch."),
                 inputs="32-token prompts, one more output token per step, logits 3*randn(B, V), no seeds",
                 settings={k: {f: getattr(p, f) for f in ("temperature", "top_k", "top_p", "min_p",
                                                           "repetition_penalty", "frequency_penalty",
@@ -170,6 +173,8 @@ def add_arguments(p) -> None:
     p.add_argument("--batches", default="1,4,16,64,256", help="comma-separated batch sizes")
     p.add_argument("--loop-batches", default=None, help="batches for the per-request loop (default: --batches)")
     p.add_argument("--repeats", type=int, default=20, help="timed calls per point (median reported)")
+    p.add_argument("--dtype", default="float32", choices=sorted(DTYPES),
+                   help="the logits' dtype (default float32; bfloat16 is what a bf16 model's lm_head gives)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if present)")
 
 
@@ -182,8 +187,9 @@ def run_cli(args) -> int:
         raise ValueError(f"--repeats must be an integer >= 1, got {args.repeats}")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dev = device_info(device)
-    report = make_report("sampler", dev, run(args.vocab, batches, args.repeats, device, loops))
-    path = output_path(args, dev, "sampler")
+    dtype = DTYPES[args.dtype]
+    report = make_report("sampler", dev, run(args.vocab, batches, args.repeats, device, loops, dtype=dtype))
+    path = output_path(args, dev, "sampler" if dtype == torch.float32 else f"sampler-{args.dtype}")
     if path is not None:
         write_report(report, path)
         print(f"wrote {path}")
