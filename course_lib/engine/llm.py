@@ -38,9 +38,11 @@ def resolve_dtype(dtype, auto: torch.dtype) -> torch.dtype:
 class LLM:
     def __init__(self, model: str | LlamaModel = "smollm2-135m", *, tokenizer=None, device=None,
                  dtype="auto", max_model_len: int | None = None, random_weights: bool = False,
-                 seed: int = 0, **engine_args):
+                 seed: int = 0, quantization: str | None = None, **engine_args):
         """``model`` is a registry name, a folder, a hub id, or an already-loaded LlamaModel (the
-        notebooks reuse one model across engines). Config errors are raised before anything loads."""
+        notebooks reuse one model across engines). Config errors are raised before anything loads.
+        ``quantization`` (Day 18, vLLM's argument): None, "int8" or "int4", weight-only quantization of
+        the decoder's linear layers (layers/quant.py); a loaded model given here is copied, not changed."""
         unknown = sorted(set(engine_args) - set(ENGINE_FIELDS))
         if unknown:
             raise TypeError(f"LLM() got unknown argument(s) {unknown}; engine arguments are {ENGINE_FIELDS}")
@@ -50,6 +52,9 @@ class LLM:
             raise TypeError(f"random_weights must be True or False, got {random_weights!r}")
         if not is_int(seed):
             raise TypeError(f"seed must be an integer, got {seed!r}")
+        if quantization is not None:
+            from ..layers.quant import check_method
+            check_method(quantization)
         if isinstance(model, LlamaModel):
             if tokenizer is None and not random_weights and isinstance(getattr(model, "source", None), str):
                 tokenizer = _load_tokenizer(model.source)
@@ -64,6 +69,9 @@ class LLM:
                 tokenizer = _load_tokenizer(name)
         else:
             raise TypeError(f"model must be a model name, a folder, a hub id or a LlamaModel, got {model!r}")
+        if quantization is not None:
+            from ..layers.quant import quantize_model
+            model = quantize_model(model, quantization)
         self.engine = LLMEngine(model, tokenizer, cfg, max_model_len)
 
     @property
