@@ -172,6 +172,9 @@ def test_old_spellings_still_parse(argv, benchmark):
     (["bench", "sampler", "--batches", "0"], "--batches must be positive integers"),
     (["bench", "sampler", "--vocab", "1"], "--vocab must be an integer >= 2"),
     (["bench", "sampler", "--dtype", "int8"], "--dtype"),
+    (["bench", "quant", "--methods", "none,fp8"], "--methods must be chosen from none, int8, int4"),
+    (["bench", "quant", "--models", "gpt-5"], "--models must be chosen from"),
+    (["bench", "quant", "--tokens", "1"], "--tokens must be an integer >= 2"),
     (["bench", "notebooks", "--only", "99"], "--only must name days from"),
     (["bench", "--workload", "nanovllm-cpu", "--cap", "8"], "--cap applies to the anyscale workloads only"),
     (["bench", "--max-cudagraph-capture-size", "8"], "--max-cudagraph-capture-size must be an integer >= 16"),
@@ -216,6 +219,16 @@ def test_sampler_benchmark_times_every_setting_and_the_loop(tmp_path):
     assert all(0 < row["ms_min"] <= row["ms"] <= row["ms_max"] for row in r["rows"])
     assert r["settings"]["filters+penalties"]["top_k"] == 50 and r["settings"]["greedy"]["temperature"] == 0
     assert r["logits_dtype"] == "float32"
+
+
+def test_quant_benchmark_times_each_method_and_counts_the_weights(tmp_path):
+    assert main(["bench", "quant", "--models", "smollm2-135m", "--methods", "none,int4", "--tokens", "3",
+                 "--device", "cpu", "--json-dir", str(tmp_path)]) == 0
+    r = harness.load_report(tmp_path / "cpu_quant.json")
+    assert [row["method"] for row in r["rows"]] == ["none", "int4"] and r["batch"] == 1
+    none, int4 = r["rows"]
+    assert none["tokens"] == int4["tokens"] == 3 and all(row["ms_per_token"] > 0 for row in r["rows"])
+    assert 7 < none["linear_weight_bytes"] / int4["linear_weight_bytes"] < 8     # fp32 vs 4 bits + scales
 
 
 def test_sampler_benchmark_takes_the_logits_dtype_and_names_its_file(tmp_path):

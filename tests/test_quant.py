@@ -1,6 +1,8 @@
 """Weight-only quantization (Day 18): quantize/dequantize bounds, int4 packing, the Triton kernels
 against the torch reference (under TRITON_INTERPRET=1 on a CPU, conftest.py), and the engine with
 quantized weights against the same engine on the dequantized weights."""
+import math
+
 import pytest
 import torch
 from torch.nn import functional as F
@@ -124,3 +126,21 @@ def test_engine_with_quantized_weights_equals_the_engine_on_their_dequantized_co
         lp_g = [next(iter(d.values())).logprob for d in g.outputs[0].logprobs]
         lp_w = [next(iter(d.values())).logprob for d in w.outputs[0].logprobs]
         assert max(abs(a - b) for a, b in zip(lp_g, lp_w)) < 1e-4
+
+
+def test_perplexity_is_exp_of_the_mean_nll_per_window():
+    from course_lib.perf.quality import load_text, perplexity
+    m = tiny()
+    ids = torch.randint(0, 256, (41,), generator=torch.Generator().manual_seed(0)).tolist()
+    nll = []
+    for start in (0, 16, 32):                                      # windows of 16 predictions: 16, 16, 8
+        x = torch.tensor(ids[start:start + 17])[None]
+        lp = m(x[:, :-1]).float().log_softmax(-1)[0]
+        nll += (-lp.gather(1, x[0, 1:, None])[:, 0]).tolist()
+    assert perplexity(m, ids, window=16) == pytest.approx(math.exp(sum(nll) / len(nll)), rel=1e-5)
+    assert len(nll) == 40
+    assert "Prospero" in load_text() or "PROSPERO" in load_text()
+    with pytest.raises(ValueError, match="name must be one of"):
+        load_text("nope.txt")
+    with pytest.raises(ValueError, match="window must be an integer"):
+        perplexity(m, ids, window=0)

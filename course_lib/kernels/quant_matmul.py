@@ -89,11 +89,15 @@ def _wq_matmul_kernel(x_ptr, q_ptr, s_ptr, b_ptr, y_ptr, M, N, K, stride_xm, str
 def dequantize_ref(qweight: torch.Tensor, scales: torch.Tensor, bits: int, group_size: int, K: int,
                    dtype: torch.dtype) -> torch.Tensor:
     """The float (N, K) matrix the packed weights stand for, in ``dtype`` (computed in float32)."""
+    N, groups = qweight.shape[0], scales.shape[1]
     if bits == 8:
         q = qweight.float()
     else:
-        q = torch.stack([(qweight & 15), (qweight >> 4)], dim=-1).reshape(qweight.shape[0], -1)[:, :K].float() - 8
-    return (q * scales.float().repeat_interleave(group_size, dim=1)[:, :K]).to(dtype)
+        q = torch.stack([qweight & 15, qweight >> 4], dim=-1).view(N, -1)[:, :K].float() - 8
+    if groups * group_size != K:                                  # a short last group: pad it
+        q = F.pad(q, (0, groups * group_size - K))
+    w = q.view(N, groups, group_size) * scales.float()[:, :, None]
+    return w.view(N, -1)[:, :K].to(dtype)
 
 
 def wq_linear_ref(x, qweight, scales, bits, group_size, K, bias=None):

@@ -7,6 +7,7 @@
     soak      the engine for N minutes on a CPU
     sampler   one sampling step (Day 06), batched vs a per-request loop
     linear    a CPU decode step's matmuls: F.linear vs the weight-first order the CPU Linear uses
+    quant     batch-1 decode per token with int8 / int4 weight-only quantization (Day 18)
     notebooks every notebook under papermill, default parameters: ok or the error, time each
 
 (serving's helpers: rate_sweep.py, the --request-rate mode; cost.py, what a CPU run will cost.)
@@ -23,7 +24,7 @@ import argparse
 import importlib
 import sys
 
-BENCHMARKS = ("serving", "suite", "kernels", "fused", "gemv", "graphs", "mixed", "soak", "sampler", "linear", "notebooks")
+BENCHMARKS = ("serving", "suite", "kernels", "fused", "gemv", "graphs", "mixed", "soak", "sampler", "linear", "quant", "notebooks")
 DEFAULT = "serving"
 _OWN_OUTPUT_FLAGS = ("serving", "suite")       # these define --json / --json-dir themselves
 
@@ -48,7 +49,7 @@ def add_bench_parser(sub, device_args=None) -> None:
     """The ``bench`` sub-command (registered by course_lib/__main__.py): one sub-command per
     benchmark, ``device_args(parser)`` adding --device/--dtype to the ones that take them."""
     b = sub.add_parser("bench", help="run a benchmark: serving (default), suite, kernels, fused, gemv, graphs, "
-                                     "mixed, soak, sampler, linear, notebooks", description=__doc__.split("\n\n")[0])
+                                     "mixed, soak, sampler, linear, quant, notebooks", description=__doc__.split("\n\n")[0])
     # argparse has no default sub-command: the bench parser inserts it before parsing what follows.
     parse = b.parse_known_args
     b.parse_known_args = lambda args=None, namespace=None: parse(_with_default(args), namespace)
