@@ -144,3 +144,13 @@ def test_perplexity_is_exp_of_the_mean_nll_per_window():
         load_text("nope.txt")
     with pytest.raises(ValueError, match="window must be an integer"):
         perplexity(m, ids, window=0)
+
+
+def test_quantize_model_by_bits_and_group_size():
+    q = quantize_model(tiny(), bits=4, group_size=32)
+    layer = q.layers[0].mlp.down
+    assert (layer.bits, layer.group_size, q.quantization) == (4, 32, "int4-g32")
+    with pytest.raises(ValueError, match="not both"):
+        quantize_model(tiny(), "int8", bits=8)
+    with pytest.raises(ValueError, match="bits must be one of"):
+        quantize_model(tiny(), bits=2)

@@ -135,10 +135,18 @@ def check_method(quantization) -> dict:
     return METHODS[quantization]
 
 
-def quantize_model(model: nn.Module, quantization: str) -> nn.Module:
-    """A copy of ``model`` whose decoder linear layers are QuantLinear by ``quantization`` (METHODS).
-    The copy shares every other tensor (embedding, norms, LM head) with ``model``, which is unchanged."""
-    spec = check_method(quantization)
+def quantize_model(model: nn.Module, quantization: str | None = None, *, bits: int | None = None,
+                   group_size: int | None = None) -> nn.Module:
+    """A copy of ``model`` whose decoder linear layers are QuantLinear: by ``quantization`` (a METHODS
+    name), or by ``bits`` and ``group_size`` (None: one group per row). The copy shares every other
+    tensor (embedding, norms, LM head) with ``model``, which is unchanged."""
+    if (quantization is None) == (bits is None):
+        raise ValueError("give quantization (one of " f"{sorted(METHODS)}) or bits (with group_size), not both")
+    if quantization is not None:
+        spec = check_method(quantization)
+    else:
+        check_bits_group(bits, group_size)
+        spec = dict(bits=bits, group_size=group_size)
     targets = [m for name, m in model.named_modules() if isinstance(m, Linear) and name.startswith("layers.")]
     memo = {id(t): t for t in model.parameters()}              # share, do not copy, every tensor
     memo.update({id(t): t for t in model.buffers()})
@@ -148,7 +156,7 @@ def quantize_model(model: nn.Module, quantization: str) -> nn.Module:
         if any(m is t for t in targets):
             parent, _, attr = name.rpartition(".")
             setattr(copies[parent], attr, QuantLinear.from_linear(m, **spec))
-    out.quantization = quantization
+    out.quantization = quantization or f"int{bits}" + (f"-g{group_size}" if group_size else "")
     return out
 
 
