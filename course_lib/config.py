@@ -376,6 +376,9 @@ class EngineConfig:
     (vLLM turns it on): the days before 15 measure the engine without it. ``scheduling_policy``
     orders the waiting queue: "fcfs" (arrival order) or "lpm" (Day 16, SGLang's longest prefix
     match: the requests with the most cached tokens first; needs prefix caching).
+    ``kv_cache_dtype`` (Day 19, vLLM's name): "auto" stores K/V in the model's dtype; "fp8" (=
+    "fp8_e4m3") or "fp8_e5m2" stores them in one byte, with vLLM's default scale of 1 (values beyond
+    the format's range saturate), so the same memory holds 2x (bf16) or 4x (fp32) the tokens.
     """
     scheduler: str = "continuous"
     max_num_seqs: int = 32
@@ -389,6 +392,7 @@ class EngineConfig:
     watermark: float = 0.01           # fraction of blocks kept free when admitting, for decodes
     enable_prefix_caching: bool = False
     scheduling_policy: str = "fcfs"
+    kv_cache_dtype: str = "auto"
     attention_backend: str = "auto"
     cuda_graphs: bool = True          # replay captured decode steps on CUDA (no effect on CPU)
     # The most tokens a captured mixed step (decodes + prompt chunks) holds; larger steps run
@@ -423,6 +427,8 @@ class EngineConfig:
         check(self.scheduling_policy != "lpm" or self.enable_prefix_caching is True, "scheduling_policy",
               self.scheduling_policy, "'fcfs' unless enable_prefix_caching=True ('lpm' ranks requests by "
               "their cached prefix)")
+        check(self.kv_cache_dtype in KV_CACHE_DTYPES, "kv_cache_dtype", self.kv_cache_dtype,
+              f"one of {tuple(KV_CACHE_DTYPES)}")
         check(self.attention_backend in ATTENTION_BACKENDS, "attention_backend",
               self.attention_backend, f"one of {ATTENTION_BACKENDS}")
         check(is_int(self.max_cudagraph_capture_size) and self.max_cudagraph_capture_size >= 16,
@@ -451,3 +457,11 @@ SCHEDULERS = ("continuous", "static")
 SCHEDULING_POLICIES = ("fcfs", "lpm")
 PREEMPTION_MODES = ("recompute", "swap")
 ATTENTION_BACKENDS = ("auto", "torch", "triton")
+# EngineConfig.kv_cache_dtype -> the cache's torch dtype (None: the model's)
+KV_CACHE_DTYPES = {"auto": None, "fp8": "float8_e4m3fn", "fp8_e4m3": "float8_e4m3fn", "fp8_e5m2": "float8_e5m2"}
+
+
+def kv_cache_torch_dtype(name: str, model_dtype):
+    """The dtype K/V are stored in for ``EngineConfig.kv_cache_dtype`` = ``name``."""
+    import torch
+    return model_dtype if KV_CACHE_DTYPES[name] is None else getattr(torch, KV_CACHE_DTYPES[name])

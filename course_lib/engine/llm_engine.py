@@ -15,7 +15,7 @@ import warnings
 
 import torch
 
-from ..config import EngineConfig, SamplingParams, check_prompt_ids, is_int
+from ..config import EngineConfig, SamplingParams, check_prompt_ids, is_int, kv_cache_torch_dtype
 from ..kv.kv_cache_manager import KVCacheManager
 from ..kv.paged import PagedKVCache
 from ..models.llama import LlamaModel
@@ -31,7 +31,7 @@ def kv_blocks_for_budget(model: LlamaModel, cfg: EngineConfig) -> int:
     """Number of KV blocks: given, or from ``kv_memory_gb``, or a default (80% of free GPU memory; 1 GiB on CPU)."""
     if cfg.num_kv_blocks is not None:
         return cfg.num_kv_blocks
-    dtype_bytes = torch.empty((), dtype=model.dtype).element_size()
+    dtype_bytes = torch.empty((), dtype=kv_cache_torch_dtype(cfg.kv_cache_dtype, model.dtype)).element_size()
     block_bytes = model.cfg.kv_bytes_per_token(dtype_bytes) * cfg.block_size
     if cfg.kv_memory_gb is not None:
         budget = cfg.kv_memory_gb * 2**30
@@ -48,7 +48,7 @@ def swap_blocks_for_budget(model: LlamaModel, cfg: EngineConfig, num_blocks: int
     host pool is full, preemption falls back to recompute."""
     if cfg.preemption_mode != "swap":
         return 0
-    dtype_bytes = torch.empty((), dtype=model.dtype).element_size()
+    dtype_bytes = torch.empty((), dtype=kv_cache_torch_dtype(cfg.kv_cache_dtype, model.dtype)).element_size()
     block_bytes = model.cfg.kv_bytes_per_token(dtype_bytes) * cfg.block_size
     return min(num_blocks, int(cfg.swap_space * 2**30 // block_bytes))
 
@@ -88,7 +88,8 @@ class LLMEngine:
         self.max_model_len = max_model_len or limit
         num_blocks = kv_blocks_for_budget(model, self.cfg)
         num_swap = swap_blocks_for_budget(model, self.cfg, num_blocks)
-        self.cache = PagedKVCache(model.cfg, num_blocks, self.cfg.block_size, model.device, model.dtype,
+        self.cache = PagedKVCache(model.cfg, num_blocks, self.cfg.block_size, model.device,
+                                  kv_cache_torch_dtype(self.cfg.kv_cache_dtype, model.dtype),
                                   num_swap_blocks=num_swap)
         self.kv_manager = KVCacheManager(num_blocks, self.cfg.block_size, num_swap,
                                          self.cfg.enable_prefix_caching)

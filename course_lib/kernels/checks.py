@@ -6,6 +6,9 @@ import os
 
 import torch
 
+# One-byte K/V caches the attention kernels read and write (EngineConfig.kv_cache_dtype, Day 19).
+FP8_CACHE = (torch.float8_e4m3fn, torch.float8_e5m2)
+
 # Why bfloat16 fails under the CPU interpreter, by kernel kind.
 BF16_CAST = "the Triton interpreter casts float32 to bfloat16 by truncation, not round-to-nearest"
 BF16_DOT = "the Triton interpreter's tl.dot multiplies raw bfloat16 bits (garbage)"   # triton#11584

@@ -22,7 +22,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .checks import BF16_DOT, check_runnable
+from .checks import BF16_DOT, FP8_CACHE, check_runnable
 
 LOG2E = 1.4426950408889634   # softmax in base 2: exp2 is one instruction, exp is exp2 plus a multiply
 NEG = tl.constexpr(-1.0e30)  # finite "minus infinity": masked padding rows never compute inf - inf
@@ -46,6 +46,7 @@ def _attend_tile(q, m_i, l_i, acc, k_ptr, v_ptr, bt_row_ptr, start, kv_end, pos,
                 mask=kv_mask, other=0.0)                                # (BLOCK_N, BLOCK_D)
     v = tl.load(v_ptr + blk[:, None] * stride_vb + slot[:, None] * stride_vs + d[None, :],
                 mask=kv_mask, other=0.0)
+    k, v = k.to(q.dtype), v.to(q.dtype)          # an fp8 cache (Day 19) is read in q's dtype; else a no-op
     s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale_log2e  # (BLOCK_M, BLOCK_N), fp32
     s = tl.where((n[None, :] <= pos[:, None]) & n_ok[None, :], s, NEG)   # causal + end of context
     m_new = tl.maximum(m_i, tl.max(s, 1))
@@ -188,8 +189,8 @@ def _check(q, k_cache, v_cache, block_tables, seq_lens, query_start_loc):
     if q.dtype not in (torch.float16, torch.bfloat16, torch.float32):
         raise ValueError(f"q dtype must be float16, bfloat16 or float32, got {q.dtype}")
     for name, t in (("k_cache", k_cache), ("v_cache", v_cache)):
-        if t.dtype != q.dtype:
-            raise ValueError(f"{name} dtype {t.dtype} differs from q dtype {q.dtype}")
+        if t.dtype != q.dtype and t.dtype not in FP8_CACHE:
+            raise ValueError(f"{name} dtype {t.dtype} must be q's ({q.dtype}) or fp8 (kv_cache_dtype)")
     for name, t in (("q", q), ("k_cache", k_cache), ("v_cache", v_cache)):
         if t.stride(-1) != 1:
             raise ValueError(f"{name} must be contiguous in head_dim (stride(-1) == 1), got {t.stride()}")

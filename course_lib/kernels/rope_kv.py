@@ -20,7 +20,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .checks import check_runnable
+from .checks import FP8_CACHE, check_runnable
 
 
 @triton.jit
@@ -101,8 +101,9 @@ def rope_write_kv_ref(q, k, v, cos, sin, k_cache, v_cache, slot_mapping):
 
     q (N, H, D), k/v (N, KVH, D), cos/sin (N, D); k_cache/v_cache (num_blocks, block_size, KVH, D)."""
     q, k = rope_ref(q, cos, sin), rope_ref(k, cos, sin)
-    k_cache.view(-1, *k_cache.shape[2:])[slot_mapping] = k.nan_to_num()      # (N, KVH, D)
-    v_cache.view(-1, *v_cache.shape[2:])[slot_mapping] = v.nan_to_num()
+    from ..kv.paged import to_cache
+    k_cache.view(-1, *k_cache.shape[2:])[slot_mapping] = to_cache(k, k_cache.dtype)      # (N, KVH, D)
+    v_cache.view(-1, *v_cache.shape[2:])[slot_mapping] = to_cache(v, v_cache.dtype)
     return q
 
 
@@ -127,10 +128,12 @@ def _check(q, k, v, cos, sin, k_cache, v_cache, slot_mapping):
                          f"{tuple(slot_mapping.shape)}")
     if q.dtype not in (torch.float16, torch.bfloat16, torch.float32):
         raise ValueError(f"q dtype must be float16, bfloat16 or float32, got {q.dtype}")
-    for name, t in (("k", k), ("v", v), ("cos", cos), ("sin", sin), ("k_cache", k_cache),
-                    ("v_cache", v_cache)):
+    for name, t in (("k", k), ("v", v), ("cos", cos), ("sin", sin)):
         if t.dtype != q.dtype:
             raise ValueError(f"{name} dtype {t.dtype} differs from q dtype {q.dtype}")
+    for name, t in (("k_cache", k_cache), ("v_cache", v_cache)):
+        if t.dtype != q.dtype and t.dtype not in FP8_CACHE:
+            raise ValueError(f"{name} dtype {t.dtype} must be q's ({q.dtype}) or fp8 (kv_cache_dtype)")
     for name, t in (("q", q), ("k", k), ("v", v), ("k_cache", k_cache), ("v_cache", v_cache)):
         if t.stride(-1) != 1:
             raise ValueError(f"{name} must be contiguous in head_dim (stride(-1) == 1), got {t.stride()}")

@@ -5,6 +5,10 @@ logical block i to a physical block id, so memory is claimed a block at a time a
     sequence with block_table [7, 2, 9], block_size 4, 10 tokens:
         positions 0-3 -> block 7, 4-7 -> block 2, 8-9 -> block 9 (slots 2-3 of it still free)
     slot of position p = block_table[p // block_size] * block_size + p % block_size
+
+The cache may hold K/V in another dtype than the model computes in (``EngineConfig.kv_cache_dtype``,
+Day 19: one-byte fp8): writers round into it with `to_cache` (saturating, NaN -> 0), readers turn what
+they gather back into the query's dtype.
 """
 from __future__ import annotations
 
@@ -14,6 +18,17 @@ import torch
 
 from ..config import ModelConfig
 from ..layers.attention import causal_mask, sdpa
+
+
+def to_cache(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``x`` as the cache stores it: NaN -> 0 and +-inf (or anything beyond the cache dtype's range)
+    -> its largest finite value (a request that overflows must not poison the next owner of its
+    blocks, and fp8 has no inf), then rounded to ``dtype``."""
+    big = torch.finfo(dtype).max
+    x = x.nan_to_num()
+    if dtype != x.dtype:
+        x = x.clamp(-big, big).to(dtype)
+    return x
 
 
 class PagedKVCache:
@@ -35,16 +50,20 @@ class PagedKVCache:
             self.host_kv = torch.zeros((*shape[:2], num_swap_blocks, *shape[3:]), dtype=dtype,
                                        pin_memory=pin)
 
+    def _raw(self, t: torch.Tensor) -> torch.Tensor:
+        """``t`` as bytes when it is fp8: torch's CPU index_copy_ has no fp8 kernel, a copy needs none."""
+        return t.view(torch.uint8) if t.element_size() == 1 and t.is_floating_point() else t
+
     def swap_out(self, pairs) -> None:
         """Copy device blocks to host blocks: ``pairs`` of (device block, host block)."""
         src, dst = zip(*pairs)
-        self.host_kv[:, :, list(dst)] = self.kv[:, :, list(src)].to("cpu")
+        self._raw(self.host_kv)[:, :, list(dst)] = self._raw(self.kv)[:, :, list(src)].to("cpu")
 
     def swap_in(self, pairs) -> None:
         """Copy host blocks back: ``pairs`` of (host block, device block)."""
         src, dst = zip(*pairs)
         idx = torch.tensor(dst, device=self.kv.device)
-        self.kv.index_copy_(2, idx, self.host_kv[:, :, list(src)].to(self.kv.device))
+        self._raw(self.kv).index_copy_(2, idx, self._raw(self.host_kv)[:, :, list(src)].to(self.kv.device))
 
     @property
     def nbytes(self) -> int:
@@ -77,8 +96,8 @@ def paged_attention_ref(q, k_cache, v_cache, block_tables, seq_lens, query_start
         q_i = q[starts[i]:starts[i + 1]]                               # (q_len, H, D)
         n_blocks = -(-L // bs)
         blocks = block_tables[i, :n_blocks].long()
-        k = k_cache[blocks].flatten(0, 1)[:L]                          # (L, KVH, D)
-        v = v_cache[blocks].flatten(0, 1)[:L]
+        k = k_cache[blocks].flatten(0, 1)[:L].to(q.dtype)              # (L, KVH, D)
+        v = v_cache[blocks].flatten(0, 1)[:L].to(q.dtype)
         mask = None if q_i.shape[0] == 1 else causal_mask(q_i.shape[0], L, q.device)
         out[starts[i]:starts[i + 1]] = sdpa(q_i[None], k[None], v[None], mask=mask, scale=scale)[0]
     return out
@@ -103,8 +122,8 @@ class PagedAttentionContext:
         # Write first, then read: the new tokens attend to themselves through the cache. NaN/inf
         # never enter the cache (a request that overflows fp16 must not poison the next owner of its
         # blocks), so readers may mask positions by score alone. Costs two ops on N rows.
-        k_cache.view(-1, *k_cache.shape[2:])[self.slot_mapping] = k[0].nan_to_num()   # (N, KVH, D)
-        v_cache.view(-1, *v_cache.shape[2:])[self.slot_mapping] = v[0].nan_to_num()
+        k_cache.view(-1, *k_cache.shape[2:])[self.slot_mapping] = to_cache(k[0], k_cache.dtype)   # (N, KVH, D)
+        v_cache.view(-1, *v_cache.shape[2:])[self.slot_mapping] = to_cache(v[0], v_cache.dtype)
         out = self.attention_fn(q[0], k_cache, v_cache, self.block_tables, self.seq_lens,
                                 self.query_start_loc, max_query_len=self.max_query_len)
         return out[None]                                               # (1, N, H, D)
@@ -127,14 +146,16 @@ class PagedAttentionContext:
         pass   # the block manager, not the cache, tracks how many positions each sequence has
 
 
-def gather_blocks(k_cache, v_cache, block_tables):
-    """Each sequence's blocks side by side: (B, max_blocks * block_size, KVH, D) for K and for V.
+def gather_blocks(k_cache, v_cache, block_tables, dtype=None):
+    """Each sequence's blocks side by side: (B, max_blocks * block_size, KVH, D) for K and for V, in
+    ``dtype`` (default: the cache's).
 
     index_select on the flattened table, not k_cache[block_tables]: the same copy, ~7x faster on a
     CPU (advanced indexing with a 2-D index takes a slow general path)."""
     B, width = block_tables.shape
     idx = block_tables.reshape(-1).long()
-    return tuple(c.index_select(0, idx).view(B, width * c.shape[1], *c.shape[2:]) for c in (k_cache, v_cache))
+    return tuple(c.index_select(0, idx).view(B, width * c.shape[1], *c.shape[2:]).to(dtype or c.dtype)
+                 for c in (k_cache, v_cache))
 
 
 def paged_decode_torch(q, k_cache, v_cache, block_tables, seq_lens, query_start_loc=None,
@@ -147,7 +168,7 @@ def paged_decode_torch(q, k_cache, v_cache, block_tables, seq_lens, query_start_
     """
     B, max_blocks = block_tables.shape
     bs = k_cache.shape[1]
-    k, v = gather_blocks(k_cache, v_cache, block_tables)           # (B, max_blocks * bs, KVH, D)
+    k, v = gather_blocks(k_cache, v_cache, block_tables, q.dtype)  # (B, max_blocks * bs, KVH, D)
     valid = torch.arange(max_blocks * bs, device=q.device)[None, :] < seq_lens[:, None]   # (B, S)
     return sdpa(q[:, None], k, v, mask=valid[:, None, None, :], scale=scale)[:, 0]   # (B, H, D)
 
@@ -194,7 +215,7 @@ def padded_prefill_torch(q, k_cache, v_cache, block_tables, seq_lens, q_lens: li
     rows = (starts[:, None] + j[None, :])[real]                           # their rows in q
     q_pad = q.new_zeros(B, M, *q.shape[1:])
     q_pad[real] = q[rows]                                                 # (B, M, H, D)
-    k, v = gather_blocks(k_cache, v_cache, block_tables)                 # (B, S, KVH, D)
+    k, v = gather_blocks(k_cache, v_cache, block_tables, q.dtype)        # (B, S, KVH, D)
     pos = seq_lens[:, None] - q_lens_t[:, None] + j[None, :]              # (B, M) query positions
     key = torch.arange(k.shape[1], device=q.device)
     mask = key[None, None, :] <= pos[:, :, None]     # causal; pos < seq_len ends the context too
