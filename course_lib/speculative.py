@@ -61,6 +61,32 @@ def rejection_sample(draft_tokens: list[int], draft_probs: torch.Tensor, target_
     return out
 
 
+class NgramProposer:
+    """Prompt lookup decoding (Day 21; vLLM's "ngram" method, ``prompt_lookup_max/min``): no draft
+    model. The last n tokens of the context (n from ``prompt_lookup_max`` down to ``prompt_lookup_min``)
+    are looked up earlier in the context, most recent match first, and the tokens that followed the
+    match are proposed. Free to run, and right whenever the output repeats its input: code edits,
+    quotes, summaries, extraction. As a draft it is deterministic: q is one-hot on each proposal."""
+
+    def __init__(self, prompt_lookup_max: int = 3, prompt_lookup_min: int = 1):
+        for name, v in (("prompt_lookup_max", prompt_lookup_max), ("prompt_lookup_min", prompt_lookup_min)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+        if prompt_lookup_min > prompt_lookup_max:
+            raise ValueError(f"prompt_lookup_min ({prompt_lookup_min}) must be <= prompt_lookup_max "
+                             f"({prompt_lookup_max})")
+        self.max_n, self.min_n = prompt_lookup_max, prompt_lookup_min
+
+    def propose(self, context: list[int], k: int) -> list[int]:
+        """Up to ``k`` tokens that followed the latest earlier occurrence of the context's last n tokens."""
+        for n in range(min(self.max_n, len(context) - 1), self.min_n - 1, -1):
+            suffix = context[-n:]
+            for start in range(len(context) - n - 1, -1, -1):        # the match may not be the suffix itself
+                if context[start:start + n] == suffix:
+                    return context[start + n:start + n + k]
+        return []
+
+
 @dataclass
 class SpeculativeResult:
     prompt_token_ids: list[int]
@@ -89,37 +115,47 @@ def _feed(model: LlamaModel, cache: ContiguousKVCache, tokens: list[int]) -> tor
 
 
 @torch.inference_mode()
-def speculative_generate(target: LlamaModel, draft: LlamaModel, prompt_ids: list[int], max_new_tokens: int, *,
+def speculative_generate(target: LlamaModel, draft: "LlamaModel | NgramProposer", prompt_ids: list[int],
+                         max_new_tokens: int, *,
                          num_speculative_tokens: int = 4, temperature: float = 0.0, seed: int | None = None,
                          stop_token_ids=()) -> SpeculativeResult:
     """Up to ``max_new_tokens`` after ``prompt_ids``, distributed as ``target`` would generate them, with
-    ``draft`` proposing ``num_speculative_tokens`` (vLLM's name) per round (module docstring)."""
+    ``draft`` (a smaller model, or an NgramProposer) proposing ``num_speculative_tokens`` (vLLM's name)
+    per round (module docstring)."""
     k = num_speculative_tokens
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"num_speculative_tokens must be an integer >= 1, got {k!r}")
-    if draft.cfg.vocab_size != target.cfg.vocab_size:
+    lookup = isinstance(draft, NgramProposer)
+    if not lookup and not isinstance(draft, LlamaModel):
+        raise TypeError(f"draft must be a LlamaModel or an NgramProposer, got {type(draft).__name__}")
+    if not lookup and draft.cfg.vocab_size != target.cfg.vocab_size:
         raise ValueError(f"draft and target must share a vocabulary, got {draft.cfg.vocab_size} and "
                          f"{target.cfg.vocab_size} tokens")
     check_generate_args(target, prompt_ids, max_new_tokens, temperature)
     max_len = len(prompt_ids) + max_new_tokens + k
-    for name, m in (("target", target), ("draft", draft)):
+    for name, m in (("target", target),) + ((("draft", draft),) if not lookup else ()):
         if max_len > m.cfg.max_position_embeddings:
             raise ValueError(f"prompt length + max_tokens + num_speculative_tokens ({max_len}) must be <= the "
                              f"{name}'s context length {m.cfg.max_position_embeddings}")
     gen = torch.Generator().manual_seed(seed) if seed is not None else None
     t_cache = ContiguousKVCache(target.cfg, 1, max_len, target.device, target.dtype)
-    d_cache = ContiguousKVCache(draft.cfg, 1, max_len, draft.device, draft.dtype)
+    d_cache = None if lookup else ContiguousKVCache(draft.cfg, 1, max_len, draft.device, draft.dtype)
     context = list(prompt_ids)
     if len(context) > 1:                                  # both caches hold every token but the last
         _feed(target, t_cache, context[:-1])
-        _feed(draft, d_cache, context[:-1])
+        if not lookup:
+            _feed(draft, d_cache, context[:-1])
     res = SpeculativeResult(list(prompt_ids), [])
     while len(res.token_ids) < max_new_tokens:
         t0 = time.perf_counter()
         n = len(context)
         k_round = min(k, max_new_tokens - len(res.token_ids) - 1)            # no drafts past the end
         drafts, q = [], []
-        if k_round:
+        if k_round and lookup:                            # proposals are certain: q is one-hot on each
+            drafts = draft.propose(context, k_round)
+            q = list(torch.nn.functional.one_hot(torch.tensor(drafts, dtype=torch.long),
+                                                 target.cfg.vocab_size).float())
+        elif k_round:
             logits = _feed(draft, d_cache, context[d_cache.length:])[-1]    # catch up (1 or 2 tokens)
             for i in range(k_round):
                 q_i = probs_from_logits(logits, temperature)
@@ -132,7 +168,8 @@ def speculative_generate(target: LlamaModel, draft: LlamaModel, prompt_ids: list
         emitted = rejection_sample(drafts, torch.stack(q) if q else p[:0], p, gen)
         accepted = len(emitted) - 1
         t_cache.length = n + accepted                     # drop the rejected drafts' K/V
-        d_cache.length = min(d_cache.length, n + accepted)
+        if d_cache is not None:
+            d_cache.length = min(d_cache.length, n + accepted)
         for tok in emitted:
             if len(res.token_ids) == max_new_tokens:
                 break

@@ -123,3 +123,34 @@ def test_bad_arguments_name_the_field():
         speculative_generate(target, draft, [1] * 250, 4, num_speculative_tokens=4)
     with pytest.raises(ValueError, match="max_tokens must be"):
         speculative_generate(target, draft, [1], 0)
+
+
+def test_ngram_proposer_finds_the_latest_longest_match():
+    from course_lib.speculative import NgramProposer
+    prop = NgramProposer(prompt_lookup_max=3, prompt_lookup_min=1)
+    ctx = [1, 2, 3, 9, 9, 1, 2, 3, 7, 8, 5, 2, 3]
+    assert prop.propose(ctx, 2) == [7, 8], "[5, 2, 3] never came before; the latest earlier [2, 3] is followed by 7, 8"
+    assert prop.propose([4, 5, 6, 4, 5, 6, 4, 5], 3) == [6, 4, 5], "[6, 4, 5] follows the latest [4, 5]"
+    assert prop.propose([1, 2, 3], 4) == [], "nothing repeats"
+    assert NgramProposer(3, 3).propose(ctx, 2) == [], "no trigram match, and bigrams are not allowed"
+    with pytest.raises(ValueError, match="prompt_lookup_min .* must be <= prompt_lookup_max"):
+        NgramProposer(2, 3)
+
+
+def test_ngram_speculation_keeps_the_target_and_saves_passes_on_repetitive_text():
+    from course_lib.speculative import NgramProposer
+    target = tiny(0)
+    prompt = [7, 3, 9, 4, 1, 8, 2, 6] * 4                      # a loop the target's output may follow
+    want = generate(target, prompt, 24).token_ids
+    got = speculative_generate(target, NgramProposer(), prompt, 24, num_speculative_tokens=4)
+    assert got.token_ids == want
+    assert got.num_draft_tokens > 0
+    V = 4
+    t2 = tiny(0, vocab=V, layers=1)
+    with torch.inference_mode():
+        p1 = torch.softmax(t2(torch.tensor([[1, 2, 1, 2]]))[0, -1].float(), -1)
+    first = torch.zeros(V)
+    for s in range(1200):                                         # one-hot drafts under sampling too
+        first[speculative_generate(t2, NgramProposer(), [1, 2, 1, 2], 1 + 1, num_speculative_tokens=2,
+                                   temperature=1.0, seed=s).token_ids[0]] += 1
+    assert tv(first / 1200, p1) < 0.05
