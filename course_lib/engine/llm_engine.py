@@ -27,12 +27,17 @@ from .scheduler import Scheduler, SchedulerOutput
 from .sequence import Request, Sequence
 
 
+def kv_block_bytes(model: LlamaModel, cfg: EngineConfig) -> int:
+    """Bytes of one KV block (every layer's K and V) in the cache's dtype (``kv_cache_dtype``)."""
+    cache_dtype = kv_cache_torch_dtype(cfg.kv_cache_dtype, model.dtype)
+    return model.cfg.kv_bytes_per_token(torch.finfo(cache_dtype).bits // 8) * cfg.block_size
+
+
 def kv_blocks_for_budget(model: LlamaModel, cfg: EngineConfig) -> int:
     """Number of KV blocks: given, or from ``kv_memory_gb``, or a default (80% of free GPU memory; 1 GiB on CPU)."""
     if cfg.num_kv_blocks is not None:
         return cfg.num_kv_blocks
-    dtype_bytes = torch.empty((), dtype=kv_cache_torch_dtype(cfg.kv_cache_dtype, model.dtype)).element_size()
-    block_bytes = model.cfg.kv_bytes_per_token(dtype_bytes) * cfg.block_size
+    block_bytes = kv_block_bytes(model, cfg)
     if cfg.kv_memory_gb is not None:
         budget = cfg.kv_memory_gb * 2**30
     elif model.device.type == "cuda":
@@ -48,9 +53,7 @@ def swap_blocks_for_budget(model: LlamaModel, cfg: EngineConfig, num_blocks: int
     host pool is full, preemption falls back to recompute."""
     if cfg.preemption_mode != "swap":
         return 0
-    dtype_bytes = torch.empty((), dtype=kv_cache_torch_dtype(cfg.kv_cache_dtype, model.dtype)).element_size()
-    block_bytes = model.cfg.kv_bytes_per_token(dtype_bytes) * cfg.block_size
-    return min(num_blocks, int(cfg.swap_space * 2**30 // block_bytes))
+    return min(num_blocks, int(cfg.swap_space * 2**30 // kv_block_bytes(model, cfg)))
 
 
 def sample_seed(seed: int, index: int) -> int:

@@ -47,12 +47,8 @@ class QuantizedWeight:
     group_size: int
     shape: tuple[int, int]
 
-    @property
-    def nbytes(self) -> int:
-        return self.qweight.numel() * self.qweight.element_size() + self.scales.numel() * self.scales.element_size()
 
-
-def check_bits_group(bits, group_size, K: int | None = None) -> None:
+def check_bits_group(bits, group_size) -> None:
     if bits not in QMAX:
         raise ValueError(f"bits must be one of {sorted(QMAX)}, got {bits!r}")
     if group_size is not None and (isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1):

@@ -37,7 +37,6 @@ import torch
 from ..harness import device_info, make_report, output_path, progress, write_report
 from ..timers import Timer
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 HELP = "one sampling step (Day 06): the batched Sampler per setting vs a per-request loop, batch 1..256"
 
 
@@ -173,6 +172,7 @@ def add_arguments(p) -> None:
     p.add_argument("--batches", default="1,4,16,64,256", help="comma-separated batch sizes")
     p.add_argument("--loop-batches", default=None, help="batches for the per-request loop (default: --batches)")
     p.add_argument("--repeats", type=int, default=20, help="timed calls per point (median reported)")
+    from ...engine.llm import DTYPES
     p.add_argument("--dtype", default="float32", choices=sorted(DTYPES),
                    help="the logits' dtype (default float32; bfloat16 is what a bf16 model's lm_head gives)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if present)")
@@ -187,9 +187,10 @@ def run_cli(args) -> int:
         raise ValueError(f"--repeats must be an integer >= 1, got {args.repeats}")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dev = device_info(device)
+    from ...engine.llm import DTYPES
     dtype = DTYPES[args.dtype]
     report = make_report("sampler", dev, run(args.vocab, batches, args.repeats, device, loops, dtype=dtype))
-    path = output_path(args, dev, "sampler" if dtype == torch.float32 else f"sampler-{args.dtype}")
+    path = output_path(args, dev, "sampler" if dtype == torch.float32 else f"sampler-{str(dtype).removeprefix('torch.')}")
     if path is not None:
         write_report(report, path)
         print(f"wrote {path}")
